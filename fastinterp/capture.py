@@ -1,0 +1,178 @@
+"""One forward and one backward pass that capture every requested layer's output and gradient.
+
+How it stays exact and leaves the model untouched:
+- Forward hooks keep each watched layer's output ``A``; one ``torch.autograd.grad`` call asks for
+  ``d y_t / d A`` of all of them at once, so parameter gradients are neither computed nor
+  accumulated and ``.grad`` stays as it was.
+- An output that a later in-place op overwrites (``nn.ReLU(inplace=True)`` right after a conv,
+  as in VGG or SqueezeNet) would lose its values and its gradient. The hook then hands the rest of
+  the network a clone and keeps the original. Which outputs need it is learned on the first call
+  (everything is cloned once, version counters tell which clones were written to) and remembered
+  per model; if a later call finds an unexpected in-place write, it reruns the forward with clones.
+- The pass runs under ``torch.enable_grad()`` (works inside ``torch.no_grad()``), makes a layer
+  output require grad when frozen parameters would leave it without (``requires_grad=False``
+  everywhere), runs in eval semantics, and removes its hooks and restores every ``training`` flag
+  in ``finally``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fastinterp.layers import eval_semantics
+from fastinterp.validation import check_images, check_model, check_target_range, check_targets
+
+__all__ = ["Capture", "capture"]
+
+
+@dataclass
+class Capture:
+    """What one pass captured. Lists are aligned and in execution order."""
+
+    layer_names: list[str]
+    activations: list[torch.Tensor]  # (B, C_l, h_l, w_l), detached
+    gradients: list[torch.Tensor]  # (B, C_l, h_l, w_l), d y_t / d A_l
+    logits: torch.Tensor  # (B, num_classes), detached
+    targets: torch.Tensor  # (B,) int64
+
+
+@dataclass
+class _InplaceKnowledge:
+    checked: set[str]  # layer names whose outputs we have watched at least once
+    overwritten: set[str]  # of those, the ones some later op writes in place
+
+
+_KNOWLEDGE: "weakref.WeakKeyDictionary[nn.Module, _InplaceKnowledge]" = weakref.WeakKeyDictionary()
+
+
+def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+    if layers is None:
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise TypeError(f"layers: expected a list of module names, got {type(layers).__name__}")
+    if len(layers) == 0:
+        raise ValueError("layers: expected at least one layer name (or None for every conv layer)")
+    modules = dict(model.named_modules())
+    resolved = []
+    for name in layers:
+        if not isinstance(name, str):
+            raise TypeError(f"layers: expected module names (str), got {name!r}")
+        if name not in modules:
+            convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+            hint = ", ".join(convs[:3] + (["..."] if len(convs) > 3 else []) + convs[-2:] if len(convs) > 5 else convs)
+            raise ValueError(f"layers: {name!r} is not a module of the model (its conv layers: {hint})")
+        resolved.append((name, modules[name]))
+    if len({id(m) for _, m in resolved}) != len(resolved):
+        raise ValueError(f"layers: names repeat or alias the same module: {list(layers)}")
+    return resolved
+
+
+def capture(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: Sequence[str] | None = None,
+    targets: object = None,
+    select: Callable[[list[str]], list[str]] | None = None,
+) -> Capture:
+    """Run ``model`` once forward and once backward, capturing outputs and gradients.
+
+    Args:
+        model: eager nn.Module; explained in eval semantics, left exactly as it was.
+        images: (B, C, H, W) float tensor on the model's device and dtype.
+        layers: module names to watch (any module whose output is a (B, C, h, w) tensor);
+            None watches every ``nn.Conv2d``.
+        targets: class per image (see :func:`fastinterp.validation.check_targets`); default argmax.
+        select: picks, from the watched layers that ran (execution order), the ones whose
+            gradients to compute (default: all); e.g. ``lambda names: names[-1:]`` stops the
+            backward at the last conv layer.
+    """
+    check_model(model)
+    check_images(images, model)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("layer maps need autograd: call fastinterp outside torch.inference_mode()")
+    watched = _resolve_layers(model, layers)
+    target_tensor = check_targets(targets, images.shape[0], images.device)
+
+    knowledge = _KNOWLEDGE.setdefault(model, _InplaceKnowledge(checked=set(), overwritten=set()))
+    for attempt in range(2):
+        outputs, logits = _forward(model, images, watched, knowledge, clone_all=attempt > 0)
+        # Was any un-cloned output written in place downstream? Then its values are gone: learn
+        # it and run again with clones (happens at most once per layer and model).
+        surprises = [n for n, (orig, handed, version, cloned) in outputs.items()
+                     if not cloned and orig._version != version]
+        for name, (orig, handed, version, cloned) in outputs.items():
+            knowledge.checked.add(name)
+            if handed._version != version:
+                knowledge.overwritten.add(name)
+        if not surprises:
+            break
+    else:  # pragma: no cover - a second in-place surprise with everything cloned cannot happen
+        raise RuntimeError("could not isolate layer outputs from in-place operations")
+
+    ran = list(outputs)
+    missing = [n for n, _ in watched if n not in outputs] if layers is not None else []
+    if missing:
+        raise ValueError(f"layers: {missing} did not run in the model's forward pass, so they have no map")
+    if not ran:
+        raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
+
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(f"model: expected it to return logits of shape (B, num_classes) = ({images.shape[0]}, C), got {got}")
+    if target_tensor is None:
+        target_tensor = logits.detach().argmax(dim=1)
+    check_target_range(target_tensor, logits.shape[1])
+
+    chosen = ran if select is None else select(ran)
+    originals = [outputs[n][0] for n in chosen]
+    score = logits.gather(1, target_tensor[:, None]).sum()
+    if score.requires_grad:
+        grads = torch.autograd.grad(score, originals, allow_unused=True)
+    else:  # no watched layer influences the output
+        grads = (None,) * len(originals)
+    gradients = [torch.zeros_like(a) if g is None else g for a, g in zip(originals, grads)]
+    return Capture(
+        layer_names=list(chosen),
+        activations=[a.detach() for a in originals],
+        gradients=gradients,
+        logits=logits.detach(),
+        targets=target_tensor,
+    )
+
+
+def _forward(model, images, watched, knowledge: _InplaceKnowledge, clone_all: bool):
+    """One forward with hooks; returns ({name: (original, handed_on, version, cloned)}, logits)."""
+    outputs: dict[str, tuple[torch.Tensor, torch.Tensor, int, bool]] = {}
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise TypeError(f"layers: {name!r} must output a (B, C, h, w) tensor, got {got}")
+            if name in outputs:
+                raise ValueError(
+                    f"layers: {name!r} ran more than once in one forward pass, so its map is ambiguous; "
+                    "pass layers= without it"
+                )
+            detached = not output.requires_grad
+            if detached:  # frozen parameters upstream: a new leaf we can differentiate (never the user's tensor)
+                output = output.detach().requires_grad_(True)
+            clone = clone_all or name not in knowledge.checked or name in knowledge.overwritten
+            handed = output.clone() if clone else output
+            outputs[name] = (output, handed, handed._version, clone)
+            return handed if (clone or detached) else None
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name)) for name, module in watched]
+    try:
+        with eval_semantics(model), torch.enable_grad():
+            logits = model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, logits

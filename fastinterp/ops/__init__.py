@@ -1,0 +1,13 @@
+"""Map operations: the representation's arithmetic, with a PyTorch reference for each op.
+
+``cumulative_average`` turns per-layer maps into the paper's cumulative maps (CGMs).
+"""
+
+from fastinterp.ops.cumulative_average import (
+    BACKENDS,
+    cumulative_average,
+    cumulative_average_reference,
+    minmax_normalise,
+)
+
+__all__ = ["BACKENDS", "cumulative_average", "cumulative_average_reference", "minmax_normalise"]
