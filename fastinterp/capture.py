@@ -130,11 +130,12 @@ def capture(
 
     chosen = ran if select is None else select(ran)
     originals = [outputs[n][0] for n in chosen]
-    score = logits.gather(1, target_tensor[:, None]).sum()
-    if score.requires_grad:
-        grads = torch.autograd.grad(score, originals, allow_unused=True)
-    else:  # no watched layer influences the output
-        grads = (None,) * len(originals)
+    with torch.enable_grad():  # the caller may be inside torch.no_grad()
+        score = logits.gather(1, target_tensor[:, None]).sum()
+        if score.requires_grad:
+            grads = torch.autograd.grad(score, originals, allow_unused=True)
+        else:  # no watched layer influences the output
+            grads = (None,) * len(originals)
     gradients = [torch.zeros_like(a) if g is None else g for a, g in zip(originals, grads)]
     return Capture(
         layer_names=list(chosen),
