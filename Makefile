@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Each creates/updates .venv, installs
+# the pinned dev toolchain and the package (editable, C++ extension built by scikit-build-core),
+# then runs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fastinterp-installed
+PIP    := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1" "scikit-build-core>=0.11" "pybind11>=2.13"
+	command -v cmake >/dev/null || $(PIP) install --quiet "cmake>=3.18"
+	$(PIP) install --quiet --no-build-isolation -e ".[dev]"
+	$(PY) -c "import fastinterp._C, fastinterp; print('fastinterp', fastinterp.__version__, 'installed')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m fastinterp demo
+
+# Triton kernels run on the CPU through the interpreter in CI (no GPU).
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_representation.py
+
+clean:
+	rm -rf build out .pytest_cache .hypothesis

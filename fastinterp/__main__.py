@@ -1,0 +1,3 @@
+from fastinterp.cli import main
+
+raise SystemExit(main())
