@@ -69,7 +69,7 @@ def render(path: Path, images, masks, rep, labels) -> None:
                 ax.set_title(title, fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
