@@ -9,23 +9,43 @@ strictly increasing positions, the op returns ``out`` of shape (B, K, H, W), flo
     M_j  = (U_0 + ... + U_j) / (j + 1)    (float32 running sum, then one division)
     out[:, k] = M_{positions[k]}
 
-Outputs are not differentiable (every backend runs under ``torch.no_grad``).
+Only maps up to ``positions[-1]`` are read (all must still be finite).
+
+Backends (``BACKENDS``; ``backend="auto"`` picks "triton" for CUDA tensors, "cpp" for CPU ones):
+    "torch"   the reference below: one F.interpolate per layer, a full-resolution running sum.
+    "cpp"     ``fastinterp._C`` (csrc/cumulative_average.cpp): fused, OpenMP over (sample, rows),
+              AVX2 picked at run time; never writes a full-resolution plane per layer.
+    "triton"  ``fastinterp.kernels.cumulative_average``: a min/max pre-pass + one fused kernel
+              for the whole batch and all layers (CUDA; CPU tensors only under TRITON_INTERPRET=1).
+The fused backends read the maps packed in one buffer (``fastinterp.ops.packing``) and agree
+with the reference to <= 1e-5 (a few float32 roundings differ). Non-finite maps raise
+ValueError("maps[l]: contains NaN or infinite values") in every backend.
+
+Outputs are not differentiable: every backend runs under ``torch.no_grad`` (the fused kernels have
+no backward), so the result never requires grad even if the maps do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import os
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastinterp.ops.packing import pack_maps, packed_dtype
 from fastinterp.validation import check_positions, check_size
 
-__all__ = ["BACKENDS", "cumulative_average", "cumulative_average_reference", "minmax_normalise", "check_maps"]
+__all__ = [
+    "BACKENDS", "check_finite", "check_maps", "cumulative_average", "cumulative_average_reference", "minmax_normalise",
+]
 
 
-def check_maps(maps: object) -> list[torch.Tensor]:
-    """``maps``: a non-empty sequence of finite floating tensors (B, h_l, w_l), same B and device."""
+def check_maps(maps: object, finite: bool = True) -> list[torch.Tensor]:
+    """``maps``: a non-empty sequence of floating tensors (B, h_l, w_l), same B and device, finite
+    (checked here only if ``finite``; otherwise the caller checks, see :func:`check_finite`)."""
     if isinstance(maps, torch.Tensor) or not isinstance(maps, Sequence):
         raise TypeError(f"maps: expected a list of tensors of shape (B, h, w), got {type(maps).__name__}")
     if len(maps) == 0:
@@ -42,8 +62,8 @@ def check_maps(maps: object) -> list[torch.Tensor]:
             raise ValueError(f"maps[{i}]: batch size {m.shape[0]} differs from maps[0]'s {out[0].shape[0]}")
         if m.device != out[0].device:
             raise ValueError(f"maps[{i}]: on {m.device} but maps[0] is on {out[0].device}")
-        if not bool(torch.isfinite(m).all()):
-            raise ValueError(f"maps[{i}]: contains NaN or infinite values")
+    if finite:
+        check_finite(out)
     return out
 
 
@@ -79,16 +99,102 @@ def cumulative_average_reference(
     return out
 
 
-def _torch_backend(maps, size, positions):
-    return cumulative_average_reference(maps, size, positions)
+def check_finite(maps: Sequence[torch.Tensor], start: int = 0, stop: int | None = None) -> None:
+    """Raise ValueError naming the first of ``maps[start:stop]`` holding a NaN or an infinity."""
+    for i in range(start, len(maps) if stop is None else stop):
+        if not bool(torch.isfinite(maps[i]).all()):
+            raise ValueError(f"maps[{i}]: contains NaN or infinite values")
 
 
-# name -> (callable, "is this backend usable for these maps?")
-BACKENDS: dict[str, Callable] = {"torch": _torch_backend}
+def _output(out: torch.Tensor | None, maps: list[torch.Tensor], size: tuple[int, int],
+            positions: list[int]) -> torch.Tensor:
+    """``out`` checked to be a contiguous float32 (B, K, H, W) tensor on the maps' device, or a new one."""
+    shape = (maps[0].shape[0], len(positions), *size)
+    device = maps[0].device
+    if out is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
+    if out.dtype != torch.float32 or tuple(out.shape) != shape or out.device != device or not out.is_contiguous():
+        raise ValueError(
+            f"out: expected a contiguous float32 tensor of shape {shape} on {device}, got "
+            f"{'contiguous' if out.is_contiguous() else 'non-contiguous'} {out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    return out
 
 
-def _pick_backend(backend: str, device: torch.device) -> str:
+# Backends: f(maps, size, positions, out=None) -> out. Arguments are checked by
+# ``cumulative_average`` except the finiteness of maps[:positions[-1] + 1], which every backend
+# checks itself (the fast ones inside the kernel's min/max pass, for free), raising
+# "maps[l]: contains NaN or infinite values". ``out``: None or a (B, K, H, W) float32 tensor
+# that the backend fully overwrites. All run without autograd.
+
+
+@torch.no_grad()
+def _torch_backend(maps, size, positions, out=None):
+    check_finite(maps, 0, positions[-1] + 1)
+    out = _output(out, maps, size, positions)
+    return out.copy_(cumulative_average_reference(maps, size, positions))
+
+
+@torch.no_grad()
+def _cpp_backend(maps, size, positions, out=None):
+    """Fused C++/OpenMP kernel (``fastinterp._C``) on CPU tensors."""
+    from fastinterp import _C  # built with the package; imported on first use so that the
+    # pure-Python parts (and the Triton path) also run from an unbuilt source tree
+
+    device = maps[0].device
+    if device.type != "cpu":
+        raise ValueError(f"backend 'cpp' runs on CPU tensors, but maps are on {device}; use 'auto' or 'triton'")
+    out = _output(out, maps, size, positions)
+    packed = pack_maps(maps, positions[-1] + 1, packed_dtype(maps, (torch.float32, torch.float64)))
+    table = np.asarray(packed.table, dtype=np.int64).reshape(-1, 3)
+    _C.cumulative_average(packed.data.numpy(), table, packed.batch, np.asarray(positions, dtype=np.int64),
+                          out.detach().numpy())
+    return out
+
+
+def _triton_usable(device: torch.device) -> bool:
+    return device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@torch.no_grad()
+def _triton_backend(maps, size, positions, out=None):
+    """Fused Triton kernels (``fastinterp.kernels.cumulative_average``) on CUDA tensors, or on CPU
+    tensors under TRITON_INTERPRET=1 (slow: for tests only)."""
+    from fastinterp.kernels import cumulative_average as kernels  # imports triton, lazily
+
+    device = maps[0].device
+    if not kernels.AVAILABLE:
+        raise RuntimeError("backend 'triton': the triton package is not installed")
+    if not _triton_usable(device):
+        raise ValueError(
+            f"backend 'triton' runs on CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), but maps are on {device}"
+        )
+    out = _output(out, maps, size, positions)
+    supported = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    packed = pack_maps(maps, positions[-1] + 1, packed_dtype(maps, supported))
+    bad = kernels.cumulative_average(packed.data, packed.table, packed.batch, positions, out)
+    if bool(bad.any()):  # the one host sync of this backend
+        raise ValueError(f"maps[{int(bad.any(dim=1).nonzero()[0, 0])}]: contains NaN or infinite values")
+    return out
+
+
+BACKENDS: dict[str, Callable] = {"torch": _torch_backend, "cpp": _cpp_backend, "triton": _triton_backend}
+
+
+def _pick_backend(backend: object, device: torch.device) -> str:
+    """"auto": triton for CUDA tensors (torch if triton is not installed), cpp for CPU tensors,
+    torch for any other device; otherwise the named backend."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a string ('auto' or one of {sorted(BACKENDS)}), got {type(backend).__name__}")
     if backend == "auto":
+        if device.type == "cpu":
+            return "cpp"
+        if device.type == "cuda":
+            from fastinterp.kernels import cumulative_average as kernels
+
+            return "triton" if kernels.AVAILABLE else "torch"
         return "torch"
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
@@ -100,17 +206,22 @@ def cumulative_average(
     size: int | tuple[int, int],
     positions: Sequence[int],
     backend: str = "auto",
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cumulative maps of ``maps`` at ``positions``: (B, K, H, W) float32 in [0, 1].
+    """Cumulative maps of ``maps`` at ``positions``: (B, K, H, W) float32 in [0, 1], not differentiable.
 
     Args:
         maps: L tensors (B, h_l, w_l), float16/bfloat16/float32/float64, finite, one device.
         size: output (H, W) in pixels, or an int for a square.
         positions: K strictly increasing indices in [0, L): which running means to return.
-        backend: "auto" (fastest available for the maps' device) or a name in ``BACKENDS``.
+        backend: "auto" (triton for CUDA tensors, cpp for CPU tensors) or a name in ``BACKENDS``:
+            "triton", "cpp", "torch" (the reference).
+        out: optional contiguous float32 (B, K, H, W) tensor on the maps' device to write into.
     """
-    maps = check_maps(maps)
+    maps = check_maps(maps, finite=False)
     size = check_size(size)
     positions = check_positions(positions, len(maps))
     name = _pick_backend(backend, maps[0].device)
-    return BACKENDS[name](maps, size, positions)
+    check_finite(maps, positions[-1] + 1)  # maps no backend reads must be finite too
+    return BACKENDS[name](maps, size, positions, out=out)

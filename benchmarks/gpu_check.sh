@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# GPU check of the Triton cumulative_average kernels, on a lent CUDA machine:
+#   1. correctness: the Triton backend against the PyTorch reference on CUDA tensors, many
+#      random ragged shapes (fp32 / fp16 / bf16 / fp64, NaN-poisoned outputs, non-finite input);
+#   2. a tile-size sweep of the kernel alone at resnet50 shapes, B = 32, 224x224, K = 8;
+#   3. the benchmark table (benchmarks/bench_ops.py, torch vs triton vs triton kernel-only);
+#   4. a short summary, printed last.
+#
+#     bash benchmarks/gpu_check.sh            # from the repository root
+#
+# Needs a python with torch (CUDA) and triton: $PYTHON, else ./.venv/bin/python, else python3 /
+# python on PATH. Nothing is built or downloaded: the package is staged from the source tree
+# into a temporary folder (fastinterp/ + kernels/ as fastinterp/kernels), which is all the
+# Triton path needs (the C++ module is only imported by the "cpp" backend). Logs and JSON go
+# to $OUT (if set) or to a temporary folder. Exit status 0 iff every correctness check passed.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOGDIR=${OUT:-$(mktemp -d)}
+mkdir -p "$LOGDIR"
+
+PY=""
+for candidate in "${PYTHON:-}" "$ROOT/.venv/bin/python" python3 python; do
+  [ -n "$candidate" ] || continue
+  command -v "$candidate" >/dev/null 2>&1 || [ -x "$candidate" ] || continue
+  if "$candidate" -c "import torch, triton; assert torch.cuda.is_available()" >/dev/null 2>&1; then
+    PY=$candidate
+    break
+  fi
+done
+if [ -z "$PY" ]; then
+  echo "gpu_check: no python with torch (CUDA available) and triton found; set PYTHON=/path/to/python" >&2
+  for candidate in "${PYTHON:-}" "$ROOT/.venv/bin/python" python3 python; do
+    [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c "import torch; print('  ', '$candidate', 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/null >&2
+  done
+  exit 2
+fi
+
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+cp -r "$ROOT/fastinterp" "$STAGE/fastinterp"
+rm -rf "$STAGE/fastinterp/kernels"
+cp -r "$ROOT/kernels" "$STAGE/fastinterp/kernels"
+export PYTHONPATH="$STAGE${PYTHONPATH:+:$PYTHONPATH}"
+unset TRITON_INTERPRET
+
+echo "== gpu_check: $PY ($("$PY" -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())'))"
+
+echo "== 1. correctness: triton vs reference on CUDA"
+"$PY" - "$LOGDIR/correctness.json" <<'EOF' 2>&1 | tee "$LOGDIR/correctness.log"
+import json, random, sys, time
+import torch
+from fastinterp.ops import cumulative_average, cumulative_average_reference
+
+print("fastinterp from", __import__("fastinterp").__file__)
+dev = "cuda"
+rng = random.Random(0)
+fails, worst, n = [], 0.0, 0
+start = time.time()
+cases = [("float32", 200), ("float16", 30), ("bfloat16", 30), ("float64", 30)]
+for dtype_name, count in cases:
+    dtype = getattr(torch, dtype_name)
+    exponents = (-2, 3) if dtype == torch.float16 else (-30, 30)  # finite after the cast
+    for i in range(count):
+        L = rng.randint(1, 60); B = rng.randint(1, 6)
+        g = torch.Generator().manual_seed(rng.randrange(2**31))
+        maps = []
+        for _ in range(L):
+            h, w = rng.randint(1, 120), rng.randint(1, 120)
+            m = torch.randn(B, h, w, generator=g) * 10.0 ** rng.randint(*exponents)
+            if rng.random() < 0.1:
+                m = torch.full((B, h, w), rng.uniform(-5, 5))
+            maps.append(m.to(dtype))
+        size = (rng.randint(1, 300), rng.randint(1, 300))
+        k = rng.randint(1, L)
+        positions = sorted(rng.sample(range(L), k))
+        ref = cumulative_average_reference(maps, size, positions)
+        out = torch.full((B, k, *size), float("nan"), device=dev)
+        cumulative_average([m.to(dev) for m in maps], size, positions, backend="triton", out=out)
+        err = (out.cpu() - ref).abs().max().item()
+        n += 1
+        bad = not (err <= 1e-5)  # NaN (an unwritten element) fails too
+        worst = max(worst, err) if err == err else float("inf")
+        if bad:
+            fails.append(dict(dtype=dtype_name, L=L, B=B, size=size, positions=positions, err=err))
+for bad_value in (float("nan"), float("inf")):
+    maps = [torch.randn(2, 9, 9, device=dev) for _ in range(3)]
+    maps[1][0, 3, 3] = bad_value
+    try:
+        cumulative_average(maps, 32, [0, 2], backend="triton")
+        fails.append(dict(case=f"non-finite {bad_value} accepted"))
+    except ValueError as e:
+        ok = "maps[1]" in str(e)
+        n += 1
+        if not ok:
+            fails.append(dict(case=f"non-finite message: {e}"))
+print(f"{n} checks, {len(fails)} failures, worst |err| {worst:.2e}, {time.time() - start:.1f} s")
+for f in fails[:10]:
+    print("FAIL", f)
+json.dump(dict(checks=n, failures=fails, worst=worst), open(sys.argv[1], "w"), indent=1)
+EOF
+
+echo "== 2. tile sweep: kernel alone, resnet50 shapes, B=32, 224x224, K=8"
+"$PY" - "$LOGDIR/sweep.json" "$ROOT/benchmarks" <<'EOF' 2>&1 | tee "$LOGDIR/sweep.log"
+import json, sys
+import torch, triton.testing
+sys.path.insert(0, sys.argv[2])
+import bench_ops
+import fastinterp
+from fastinterp.kernels import cumulative_average as kernels
+from fastinterp.ops.packing import pack_maps
+
+shapes = bench_ops.layer_shapes("resnet50")
+positions = fastinterp.paper_positions(len(shapes), 8)
+B, S = 32, 224
+maps = [torch.randn(B, h, w, device="cuda") for h, w in shapes]
+packed = pack_maps(maps, len(shapes), torch.float32)
+out = torch.empty(B, 8, S, S, device="cuda")
+bw = bench_ops.copy_bandwidth("cuda", bench_ops.timer("cuda"))
+floor = (packed.data.numel() * 4 + out.numel() * 4) / bw
+rows = []
+for bh, bw_, nw in [(16, 32, 4), (8, 32, 2), (8, 64, 4), (16, 64, 4), (32, 32, 4), (32, 32, 8), (16, 128, 8), (32, 64, 8)]:
+    fn = lambda: kernels.cumulative_average(packed.data, packed.table, B, positions, out,
+                                            block_h=bh, block_w=bw_, num_warps=nw)
+    t = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e-3
+    rows.append(dict(block_h=bh, block_w=bw_, num_warps=nw, us=t * 1e6, x_floor=t / floor))
+    print(f"BLOCK {bh:>2}x{bw_:<3} warps {nw}: {t * 1e6:8.1f} us  {t / floor:5.2f}x floor ({floor * 1e6:.1f} us)")
+json.dump(dict(floor_us=floor * 1e6, bandwidth=bw, rows=rows), open(sys.argv[1], "w"), indent=1)
+EOF
+
+echo "== 3. benchmark table"
+"$PY" "$ROOT/benchmarks/bench_ops.py" --device cuda --json "$LOGDIR/bench.json" 2>&1 | tee "$LOGDIR/bench.log"
+
+echo "== 4. summary"
+"$PY" - "$LOGDIR" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+def load(name):
+    try:
+        return json.load(open(os.path.join(d, name)))
+    except Exception as e:
+        return None
+c, s, b = load("correctness.json"), load("sweep.json"), load("bench.json")
+if c:
+    print(f"correctness: {c['checks']} checks, {len(c['failures'])} failures, worst |err| {c['worst']:.2e} (limit 1e-5)")
+else:
+    print("correctness: DID NOT RUN")
+if s:
+    best = min(s["rows"], key=lambda r: r["us"])
+    print(f"best tile: {best['block_h']}x{best['block_w']} warps {best['num_warps']}: {best['us']:.1f} us = "
+          f"{best['x_floor']:.2f}x floor (kernel alone; default 16x32 w4: {s['rows'][0]['x_floor']:.2f}x)")
+if b:
+    print(f"copy bandwidth {b['bandwidth'] / 1e9:.0f} GB/s")
+    for r in b["rows"]:
+        if r["model"] == "resnet50" and r["batch"] == 32 and r["size"] == 224:
+            sp = f", {r['speedup']:.1f}x vs torch" if r["speedup"] else ""
+            print(f"resnet50 B=32 224x224 {r['backend']:>13}: {r['ms'] * 1e3:8.1f} us, {r['x_floor']:.2f}x floor{sp}"
+                  + ("  (target <= 1.6x)" if r["backend"].startswith("triton") else ""))
+print(f"logs: {d}")
+sys.exit(0 if c and not c["failures"] else 1)
+EOF
