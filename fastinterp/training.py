@@ -1,0 +1,260 @@
+"""Training of explanation generators: the pix2pix objective of the paper, resumable, DDP-ready.
+
+Objective (per step, batch of images x, CGMs c, teacher maps t):
+    D: BCE(D(x, t), 1) + BCE(D(x, G(x, c)), 0), halved
+    G: BCE(D(x, G(x, c)), 1) + l1_weight * |G(x, c) - t|_1        (l1_weight = 100)
+Adam(lr 2e-4, betas (0.5, 0.999)) for both. Strategies:
+    "joint"      D and G every step (pix2pix);
+    "seed"       D once every ``d_every`` G steps (the released code: every 100);
+    "l1-warmup"  G on L1 alone for ``warmup_steps``, then joint.
+Data order is a pure function of (seed, step), and the training state (both networks, both
+optimisers, the step) is saved in safetensors, so a resumed run equals an uninterrupted one on the
+CPU bit for bit. Under ``torchrun`` (``torch.distributed`` initialised) each rank takes an equal
+slice of every global batch and DistributedDataParallel averages the gradients, so N processes
+train the same model as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from fastinterp.checkpoint import (
+    TRAIN_STATE_FORMAT,
+    flatten_optimizer,
+    load_tensors,
+    save_generator,
+    save_tensors,
+    unflatten_optimizer,
+)
+from fastinterp.metrics import fidelity
+
+__all__ = ["STRATEGIES", "TrainConfig", "batch_indices", "evaluate", "train_generator"]
+
+STRATEGIES = ("joint", "seed", "l1-warmup")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train_generator` (saved in every checkpoint)."""
+
+    steps: int = 1000
+    batch_size: int = 32  # global batch (split over DDP ranks)
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    l1_weight: float = 100.0
+    strategy: str = "joint"
+    d_every: int = 100  # "seed": discriminator step once every d_every generator steps
+    warmup_steps: int = 200  # "l1-warmup": generator steps on L1 alone
+    seed: int = 0
+    val_every: int = 100
+    checkpoint_every: int = 200
+    amp: bool = True  # bfloat16 autocast, on CUDA only (ignored on the CPU)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
+        for name in ("steps", "batch_size", "d_every", "val_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: expected >= 0, got {self.warmup_steps}")
+        if not self.lr > 0 or not self.l1_weight >= 0:
+            raise ValueError(f"lr must be > 0 and l1_weight >= 0, got {self.lr}, {self.l1_weight}")
+
+
+def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> torch.Tensor:
+    """Sample indices of global batch ``step``: consecutive slices of per-epoch permutations.
+
+    A pure function of its arguments, so training can resume at any step.
+    """
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_samples)
+        perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.extend(perm[offset : offset + batch_size - len(out)].tolist())
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def _collate(dataset, indices: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
+    items = [dataset[int(i)] for i in indices]
+    batch = {key: torch.stack([item[key] for item in items]).to(device) for key in ("image", "cgm", "teacher")}
+    if batch["teacher"].dim() == 3:
+        batch["teacher"] = batch["teacher"].unsqueeze(1)
+    return batch
+
+
+@torch.no_grad()
+def evaluate(generator: nn.Module, dataset, batch_size: int = 64, limit: int | None = None) -> dict[str, float]:
+    """Fidelity of the generator to the teacher on ``dataset``: mean MAE and Pearson r."""
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    preds, teachers = [], []
+    for start in range(0, n, batch_size):
+        batch = _collate(dataset, range(start, min(n, start + batch_size)), device)
+        preds.append(generator(batch["image"], batch["cgm"]).float().cpu())
+        teachers.append(batch["teacher"].float().cpu())
+    generator.train(was_training)
+    return fidelity(torch.cat(preds), torch.cat(teachers))
+
+
+@dataclass
+class _Run:
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _save_state(path: Path, run: _Run, config: TrainConfig, extra: dict[str, Any]) -> None:
+    tensors = {f"G.{k}": v for k, v in run.generator.state_dict().items()}
+    tensors.update({f"D.{k}": v for k, v in run.discriminator.state_dict().items()})
+    opt_g_tensors, opt_g_rest = flatten_optimizer("optG", run.opt_g)
+    opt_d_tensors, opt_d_rest = flatten_optimizer("optD", run.opt_d)
+    tensors.update(opt_g_tensors)
+    tensors.update(opt_d_tensors)
+    meta = {"format": TRAIN_STATE_FORMAT, "step": run.step, "config": asdict(config), "optG": opt_g_rest,
+            "optD": opt_d_rest, "history": run.history, "generator": run.generator.config, **extra}
+    save_tensors(path, tensors, meta)
+
+
+def _load_state(path: Path, run: _Run, config: TrainConfig) -> None:
+    tensors, meta = load_tensors(path, TRAIN_STATE_FORMAT)
+    if meta["config"] != asdict(config):
+        changed = {k: (meta["config"].get(k), v) for k, v in asdict(config).items() if meta["config"].get(k) != v}
+        raise ValueError(f"resume: {path} was written with another training config (saved, now): {changed}")
+    if meta["generator"] != run.generator.config:
+        raise ValueError(f"resume: {path} holds generator {meta['generator']}, not {run.generator.config}")
+    run.generator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    run.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+    run.opt_g.load_state_dict(unflatten_optimizer("optG", tensors, meta["optG"]))
+    run.opt_d.load_state_dict(unflatten_optimizer("optD", tensors, meta["optD"]))
+    run.step = meta["step"]
+    run.history = meta["history"]
+
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def train_generator(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    train_data,
+    config: TrainConfig,
+    out_dir: str | Path,
+    val_data=None,
+    resume: bool = False,
+    metadata: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``generator`` against ``discriminator`` on ``train_data``; returns the history.
+
+    Args:
+        generator: from ``fastinterp.models.build_generator`` (forward(image, cgm) -> map).
+        discriminator: from ``fastinterp.models.build_discriminator`` (forward(image, map) -> logits).
+        train_data / val_data: map-style datasets of dicts with "image" (3, S, S), "cgm" (K, S, S)
+            and "teacher" (S, S) or (1, S, S) tensors.
+        out_dir: receives ``train_state.safetensors`` (resumable), ``generator.safetensors`` and
+            ``history.json``; only rank 0 writes.
+        resume: continue from ``out_dir/train_state.safetensors`` if it exists.
+        metadata: extra facts stored in the generator checkpoint (dataset, CNN ids,
+            representation config ...).
+        stop_after: stop (with a saved state) after this many steps of this call: for tests.
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size: {config.batch_size} does not split evenly over {world} processes")
+    device = next(generator.parameters()).device
+    torch.manual_seed(config.seed)
+
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    run = _Run(generator, discriminator, opt_g, opt_d)
+    state_path = out_dir / "train_state.safetensors"
+    if resume and state_path.exists():
+        _load_state(state_path, run, config)
+
+    g_train, d_train = generator, discriminator
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        g_train, d_train = DDP(generator), DDP(discriminator)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+    generator.train()
+    discriminator.train()
+    per_rank = config.batch_size // world
+    last = config.steps if stop_after is None else min(config.steps, run.step + stop_after)
+    bar = tqdm(total=config.steps, initial=run.step, disable=not progress or rank != 0, desc="train", unit="step")
+    started = time.perf_counter()
+    while run.step < last:
+        step = run.step
+        indices = batch_indices(step, config.batch_size, len(train_data), config.seed)
+        batch = _collate(train_data, indices[rank * per_rank : (rank + 1) * per_rank], device)
+        image, cgm, teacher = batch["image"], batch["cgm"], batch["teacher"]
+        adversarial = not (config.strategy == "l1-warmup" and step < config.warmup_steps)
+        update_d = adversarial and (config.strategy != "seed" or step % config.d_every == 0)
+
+        with autocast:
+            fake = g_train(image, cgm)
+        loss_d = torch.zeros((), device=device)
+        if update_d:  # real and fake in one forward (one DDP reduction per backward)
+            with autocast:
+                logits = d_train(torch.cat([image, image]), torch.cat([teacher, fake.detach()]))
+                real_logits, fake_logits = logits.float().chunk(2)
+                loss_d = 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+        with autocast:
+            l1 = (fake.float() - teacher.float()).abs().mean()
+            loss_g = config.l1_weight * l1
+            gan = torch.zeros((), device=device)
+            if adversarial:  # through the bare discriminator: its gradients are not needed
+                discriminator.requires_grad_(False)
+                gan = _bce(discriminator(image, fake).float(), True)
+                discriminator.requires_grad_(True)
+                loss_g = loss_g + gan
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        run.step += 1
+
+        record = {"step": run.step, "loss_d": loss_d.item(), "loss_gan": gan.item(), "l1": l1.item()}
+        if val_data is not None and (run.step % config.val_every == 0 or run.step == config.steps):
+            record.update({f"val_{k}": v for k, v in evaluate(generator, val_data).items()})
+        if run.step % config.val_every == 0 or run.step == config.steps or "val_mae" in record:
+            run.history.append(record)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"})
+        bar.update(1)
+        if rank == 0 and (run.step % config.checkpoint_every == 0 or run.step == last):
+            _save_state(state_path, run, config, {"elapsed_s": time.perf_counter() - started})
+    bar.close()
+    if rank == 0:
+        save_generator(out_dir / "generator.safetensors", generator, training=asdict(config),
+                       steps_done=run.step, **(metadata or {}))
+        (out_dir / "history.json").write_text(json.dumps(run.history, indent=1))
+    return run.history
