@@ -7,6 +7,7 @@ Dataflow, one module per step:
 
 from fastinterp import ops
 from fastinterp._version import __version__
+from fastinterp.checkpoint import load_generator
 from fastinterp.layers import conv_layers
 from fastinterp.representation import (
     LayerMaps,
@@ -25,6 +26,7 @@ __all__ = [
     "conv_layers",
     "gradcam",
     "layer_maps",
+    "load_generator",
     "ops",
     "paper_positions",
 ]

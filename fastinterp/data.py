@@ -1,0 +1,393 @@
+"""Datasets with ground-truth evidence masks, made on the fly from a seed (no downloads), and a
+folder of the user's own images.
+
+- ``digits``: a real handwritten digit (scikit-learn's bundled 8x8 digits, upsampled to 31-56 %
+  of the canvas side, 20-36 px on 64x64) on a textured canvas among 2-4 fragments of other digits
+  (at most 5x5 of the 8x8 cells and at most 60 % of a digit's ink, so never a whole digit).
+  Label = the digit, mask = its pixels. Train and test digits come from disjoint halves of the
+  1797 images, so test digits are written by hands the CNN never saw.
+- ``shapes``: a large striped shape (circle, square, triangle, cross; rotated) among 3-5 small
+  solid shapes on a smooth pastel canvas. Label = the striped shape, mask = its pixels.
+
+Sample ``i`` depends only on (task, seed, split, i): any subset can be regenerated, and the first
+``m`` samples of ``n`` are the ``m`` samples of a smaller set. Images are float32 in [0, 1]; any
+normalisation a CNN wants belongs inside the CNN (see ``fastinterp.zoo``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "DATASETS",
+    "DIGIT_CLASSES",
+    "SHAPE_CLASSES",
+    "SPLITS",
+    "ImageFolderImages",
+    "SyntheticImages",
+    "Task",
+    "cluttered_digits",
+    "collate",
+    "digit_split_indices",
+    "image_folder",
+    "num_classes",
+    "synthetic_dataset",
+    "textured_shapes",
+]
+
+SPLITS = ("train", "test")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
+MIN_SIZE = 32  # below this the digits' strokes and the stripes no longer resolve
+
+# Fixed, independent of any user seed: which of sklearn's 1797 digits belong to which split.
+_DIGIT_SPLIT_SEED = 20230119
+_FRAGMENT_MAX_CELLS = 5  # of 8: a fragment is at most 5x5 cells of a digit
+_FRAGMENT_MAX_INK = 0.6  # and holds at most 60 % of that digit's ink
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_split(split: object) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    return split  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+
+@lru_cache(maxsize=256)
+def _interp_matrix(out: int, inp: int) -> np.ndarray:
+    """(out, inp) float32 matrix of bilinear resampling (align_corners=False, edges clamped)."""
+    src = np.clip((np.arange(out) + 0.5) * inp / out - 0.5, 0, inp - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, inp - 1)
+    w = (src - lo).astype(np.float32)
+    m = np.zeros((out, inp), np.float32)
+    m[np.arange(out), lo] += 1 - w
+    m[np.arange(out), hi] += w
+    return m
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of the last two axes of ``image`` to (height, width)."""
+    return _interp_matrix(height, image.shape[-2]) @ image @ _interp_matrix(width, image.shape[-1]).T
+
+
+@lru_cache(maxsize=16)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (ys, xs), each (size, size) float32."""
+    axis = np.arange(size, dtype=np.float32)
+    ys, xs = np.meshgrid(axis, axis, indexing="ij")
+    return ys, xs
+
+
+def _smooth_field(rng: np.random.Generator, size: int, cells: int = 4) -> np.ndarray:
+    """(3, size, size) smooth colour field in [0, 1]: (3, cells, cells) noise, upsampled."""
+    return _resize(rng.uniform(0, 1, (3, cells, cells)).astype(np.float32), size, size)
+
+
+def _blend(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+    """In place: canvas (3, S, S) <- canvas * (1 - alpha) + colour * alpha, alpha (S, S)."""
+    canvas *= 1 - alpha
+    canvas += colour[:, None, None] * alpha
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Boxes (y0, x0, height, width) share a pixel."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+# ----------------------------------------------------------------------------- digits
+
+@lru_cache(maxsize=1)
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits (no download): images (1797, 8, 8) float32 in [0, 1], labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def digit_split_indices() -> dict[str, np.ndarray]:
+    """split -> indices into scikit-learn's 1797 digits: a fixed permutation cut in two halves."""
+    count = len(_sklearn_digits()[1])
+    order = np.random.default_rng(_DIGIT_SPLIT_SEED).permutation(count)
+    return {"train": order[: count // 2], "test": order[count // 2:]}
+
+
+@lru_cache(maxsize=1)
+def _digit_pools() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (images (m, 8, 8) float32 in [0, 1], labels (m,) int64): disjoint halves."""
+    images, labels = _sklearn_digits()
+    return {split: (images[idx], labels[idx]) for split, idx in digit_split_indices().items()}
+
+
+def _ink_alpha(intensity: np.ndarray) -> np.ndarray:
+    """Upsampled digit intensity in [0, 1] -> opacity in [0, 1] with crisper strokes."""
+    return np.clip((intensity - 0.15) / 0.5, 0.0, 1.0)
+
+
+def _digit_fragment(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray | None:
+    """A crop of at most 5x5 of the 8x8 cells holding 10-60 % of ``digit``'s ink, or None."""
+    total = float(digit.sum())
+    for _ in range(10):
+        h, w = (int(v) for v in rng.integers(3, _FRAGMENT_MAX_CELLS + 1, 2))
+        y, x = (int(v) for v in rng.integers(0, [9 - h, 9 - w]))
+        crop = digit[y:y + h, x:x + w]
+        if 0.1 * total <= float(crop.sum()) <= _FRAGMENT_MAX_INK * total:
+            return crop
+    return None
+
+
+def _render_digit(rng: np.random.Generator, size: int, split: str) -> tuple[np.ndarray, int, np.ndarray]:
+    pool, pool_labels = _digit_pools()[split]
+    ys, xs = _grid(size)
+    # textured canvas: dark smooth colour field + stripes of random orientation + grain
+    theta, freq, phase = rng.uniform(0, math.pi), rng.uniform(0.2, 0.6), rng.uniform(0, 2 * math.pi)
+    stripes = np.sin(freq * (xs * math.cos(theta) + ys * math.sin(theta)) + phase).astype(np.float32)
+    canvas = 0.08 + 0.32 * _smooth_field(rng, size) + 0.06 * stripes
+    canvas += rng.uniform(-0.04, 0.04, (size, size)).astype(np.float32)
+
+    index = int(rng.integers(len(pool)))
+    side = int(rng.integers(round(0.31 * size), round(0.56 * size) + 1))  # 20..36 px at 64
+    y0, x0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
+    box = (y0, x0, side, side)
+    for _ in range(int(rng.integers(2, 5))):  # distractors first, so the digit is drawn on top
+        fragment = _digit_fragment(rng, pool[int(rng.integers(len(pool)))])
+        colour = rng.uniform(0.6, 1.0, 3).astype(np.float32)
+        if fragment is None:
+            continue
+        fh, fw = max(1, round(fragment.shape[0] * side / 8)), max(1, round(fragment.shape[1] * side / 8))
+        for _ in range(10):  # keep fragments off the digit's box: its mask stays its own pixels
+            fy, fx = int(rng.integers(0, size - fh + 1)), int(rng.integers(0, size - fw + 1))
+            if not _boxes_overlap(box, (fy, fx, fh, fw)):
+                alpha = np.zeros((size, size), np.float32)
+                alpha[fy:fy + fh, fx:fx + fw] = _ink_alpha(_resize(fragment, fh, fw))
+                _blend(canvas, alpha, colour)
+                break
+    alpha = np.zeros((size, size), np.float32)
+    alpha[y0:y0 + side, x0:x0 + side] = _ink_alpha(_resize(pool[index], side, side))
+    _blend(canvas, alpha, rng.uniform(0.6, 1.0, 3).astype(np.float32))
+    return np.clip(canvas, 0.0, 1.0), int(pool_labels[index]), alpha >= 0.5
+
+
+# ----------------------------------------------------------------------------- shapes
+
+def _shape_mask(kind: int, cy: float, cx: float, r: float, angle: float, size: int) -> np.ndarray:
+    """(size, size) bool: shape ``kind`` (index into SHAPE_CLASSES) of radius ``r``, rotated."""
+    ys, xs = _grid(size)
+    dy, dx = ys - cy, xs - cx
+    u = dx * math.cos(angle) + dy * math.sin(angle)
+    v = -dx * math.sin(angle) + dy * math.cos(angle)
+    if kind == 0:
+        return u * u + v * v <= r * r
+    if kind == 1:
+        return (np.abs(u) <= 0.8 * r) & (np.abs(v) <= 0.8 * r)
+    if kind == 2:  # equilateral triangle: three half-planes at distance r / 2 from the centre
+        inside = np.ones((size, size), bool)
+        for j in range(3):
+            a = angle + math.pi / 2 + 2 * math.pi * j / 3
+            inside &= dx * math.cos(a) + dy * math.sin(a) <= 0.5 * r
+        return inside
+    arm = 0.33 * r
+    return ((np.abs(u) <= r) & (np.abs(v) <= arm)) | ((np.abs(v) <= r) & (np.abs(u) <= arm))
+
+
+def _render_shape(rng: np.random.Generator, size: int, split: str) -> tuple[np.ndarray, int, np.ndarray]:
+    ys, xs = _grid(size)
+    canvas = 0.45 + 0.35 * _smooth_field(rng, size, cells=3)
+    canvas += rng.uniform(-0.03, 0.03, (size, size)).astype(np.float32)
+    label = int(rng.integers(len(SHAPE_CLASSES)))
+    r = float(rng.uniform(0.16, 0.26) * size)
+    cy, cx = (float(v) for v in rng.uniform(r + 1, size - r - 1, 2))
+    box = (int(cy - r) - 1, int(cx - r) - 1, int(2 * r) + 3, int(2 * r) + 3)
+    for _ in range(int(rng.integers(3, 6))):  # small solid shapes of any class, off the object
+        kind, angle = int(rng.integers(len(SHAPE_CLASSES))), float(rng.uniform(0, 2 * math.pi))
+        rd = float(rng.uniform(0.05, 0.09) * size)
+        colour = rng.uniform(0.0, 1.0, 3).astype(np.float32)
+        for _ in range(10):
+            dy, dx = (float(v) for v in rng.uniform(rd + 1, size - rd - 1, 2))
+            if not _boxes_overlap(box, (int(dy - rd) - 1, int(dx - rd) - 1, int(2 * rd) + 3, int(2 * rd) + 3)):
+                _blend(canvas, _shape_mask(kind, dy, dx, rd, angle, size).astype(np.float32), colour)
+                break
+    angle, theta = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, math.pi))
+    period = float(rng.uniform(3.0, 6.0))  # px
+    stripes = np.sin(2 * math.pi / period * (xs * math.cos(theta) + ys * math.sin(theta))) > 0
+    dark, light = rng.uniform(0.0, 0.35, 3).astype(np.float32), rng.uniform(0.65, 1.0, 3).astype(np.float32)
+    mask = _shape_mask(label, cy, cx, r, angle, size)
+    texture = np.where(stripes[None], light[:, None, None], dark[:, None, None])
+    canvas = np.where(mask[None], texture, canvas)
+    return np.clip(canvas, 0.0, 1.0).astype(np.float32), label, mask
+
+
+# ----------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class Task:
+    """A synthetic task: its class names and a renderer ``(rng, size, split) -> (image, label, mask)``."""
+
+    name: str
+    code: int  # part of every sample's seed, so tasks never share random streams
+    classes: tuple[str, ...]
+    render: Callable[[np.random.Generator, int, str], tuple[np.ndarray, int, np.ndarray]]
+
+
+DATASETS: dict[str, Task] = {
+    "digits": Task("digits", 1, DIGIT_CLASSES, _render_digit),
+    "shapes": Task("shapes", 2, SHAPE_CLASSES, _render_shape),
+}
+
+
+def num_classes(dataset: object) -> int:
+    """Number of classes of a registered dataset name or of a dataset object with ``.classes``."""
+    if isinstance(dataset, str):
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {sorted(DATASETS)} or a dataset object, got {dataset!r}")
+        return len(DATASETS[dataset].classes)
+    classes = getattr(dataset, "classes", None)
+    if not isinstance(classes, Sequence) or len(classes) == 0:
+        raise TypeError(f"dataset: expected a name in {sorted(DATASETS)} or a dataset with .classes, "
+                        f"got {type(dataset).__name__}")
+    return len(classes)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+class SyntheticImages(Dataset):
+    """``n`` samples of a registered synthetic task; item ``i`` -> (image (3, S, S) float32 in
+    [0, 1], label int, mask (S, S) bool), a function of (task, seed, split, i) only."""
+
+    def __init__(self, name: str, n: int, size: int = 64, seed: int = 0, split: str = "train"):
+        if name not in DATASETS:
+            raise ValueError(f"name: expected one of {sorted(DATASETS)}, got {name!r}")
+        self.task = DATASETS[name]
+        self.n = _check_int("n", n, 0)
+        self.size = _check_int("size", size, MIN_SIZE)
+        self.seed = _check_int("seed", seed, 0)
+        self.split = _check_split(split)
+        self.classes = self.task.classes
+
+    @property
+    def config(self) -> dict:
+        """JSON-able description from which this dataset can be rebuilt."""
+        return {"kind": "synthetic", "name": self.task.name, "size": self.size, "seed": self.seed,
+                "split": self.split}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def render(self, i: int) -> tuple[np.ndarray, int, np.ndarray]:
+        """Sample ``i`` as numpy arrays (no range check against ``n``)."""
+        sequence = np.random.SeedSequence([self.task.code, self.seed, SPLITS.index(self.split), int(i)])
+        image, label, mask = self.task.render(np.random.default_rng(sequence), self.size, self.split)
+        return image.astype(np.float32, copy=False), label, mask
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index: expected an int, got {type(i).__name__}")
+        if not 0 <= i < self.n:
+            raise IndexError(f"index: expected 0 <= index < {self.n}, got {i}")
+        image, label, mask = self.render(int(i))
+        return torch.from_numpy(image), label, torch.from_numpy(mask)
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Samples ``indices`` stacked: images (B, 3, S, S), labels (B,) int64, masks (B, S, S)."""
+        return collate([self[i] for i in indices])  # type: ignore[return-value]
+
+
+class ImageFolderImages(Dataset):
+    """The user's images in ``root/<class>/<image>`` (the Food-11 / Animals-10 layout), resized
+    (shorter side) and centre-cropped to ``size``; item -> (image (3, S, S) in [0, 1], label, None)."""
+
+    def __init__(self, root: str | Path, size: int):
+        from torchvision import datasets, transforms
+
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"path: expected a folder of class sub-folders, {root} is not a folder")
+        self.size = _check_int("size", size, 1)
+        self.root = root
+        transform = transforms.Compose([transforms.Resize(self.size), transforms.CenterCrop(self.size),
+                                        transforms.ToTensor()])
+        try:
+            self.folder = datasets.ImageFolder(str(root), transform=transform)
+        except FileNotFoundError as error:
+            raise ValueError(f"path: {root} holds no class folders with images ({error})") from error
+        self.classes = tuple(self.folder.classes)
+
+    @property
+    def config(self) -> dict:
+        return {"kind": "image_folder", "root": str(self.root.resolve()), "size": self.size,
+                "classes": list(self.classes), "count": len(self.folder)}
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, None]:
+        image, label = self.folder[i]
+        return image, int(label), None
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, None]:
+        return collate([self[i] for i in indices])  # type: ignore[return-value]
+
+
+def collate(items: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """[(image, label, mask or None), ...] -> images (B, 3, S, S), labels (B,) int64, masks or None."""
+    if len(items) == 0:
+        raise ValueError("items: expected at least one sample")
+    images = torch.stack([item[0] for item in items])
+    labels = torch.tensor([item[1] for item in items], dtype=torch.int64)
+    masks = [item[2] for item in items]
+    if all(m is None for m in masks):
+        return images, labels, None
+    if any(m is None for m in masks):
+        raise ValueError("items: some samples have a mask and some do not")
+    return images, labels, torch.stack(masks)
+
+
+def synthetic_dataset(name: str, n: int, size: int = 64, seed: int = 0, split: str = "train") -> SyntheticImages:
+    """The registered task ``name`` ("digits" or "shapes") as a torch ``Dataset`` of ``n`` items."""
+    return SyntheticImages(name, n, size=size, seed=seed, split=split)
+
+
+def cluttered_digits(n: int, size: int = 64, seed: int = 0,
+                     split: str = "train") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` cluttered-digit images: images (n, 3, S, S) float32 in [0, 1], labels (n,) int64 in
+    0..9, masks (n, S, S) bool (the digit's pixels). ``split`` picks the half of the digits."""
+    return _all(SyntheticImages("digits", n, size, seed, split))
+
+
+def textured_shapes(n: int, size: int = 64, seed: int = 0,
+                    split: str = "train") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` textured-shape images: images (n, 3, S, S) float32 in [0, 1], labels (n,) int64 in
+    0..3 (``SHAPE_CLASSES``), masks (n, S, S) bool (the striped shape's pixels)."""
+    return _all(SyntheticImages("shapes", n, size, seed, split))
+
+
+def _all(dataset: SyntheticImages) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if len(dataset) == 0:
+        s = dataset.size
+        return torch.zeros(0, 3, s, s), torch.zeros(0, dtype=torch.int64), torch.zeros(0, s, s, dtype=torch.bool)
+    return dataset.batch(range(len(dataset)))
+
+
+def image_folder(path: str | Path, size: int) -> ImageFolderImages:
+    """The user's own images (``path/<class>/<image>``) as a ``Dataset``; masks are None."""
+    return ImageFolderImages(path, size)

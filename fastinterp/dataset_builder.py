@@ -1,0 +1,431 @@
+"""Training sets for the explanation generator: run one or several CNNs over a dataset and store,
+per example, the image at the generator's resolution, the K cumulative maps (CGMs), the teacher
+map, the explained class, the label, the ground-truth mask (when the dataset has one) and which
+CNN explained it.
+
+Layout of ``out_dir``::
+
+    manifest.json                  config, CNN ids (+ weight hashes), shards with counts and sha256
+    shard-00000.safetensors        image (m, 3, S, S), cgm (m, K, S, S), teacher (m, S, S) [dtype],
+    shard-00001.safetensors ...    target, label, prediction, cnn, index (m,) int64, mask (m, S, S) bool
+
+Example ``j`` (0 <= j < n) is dataset item ``j`` explained by CNN ``j % C`` (``assign=
+"round_robin"``) or item ``j // C`` explained by CNN ``j % C`` (``assign="all"``: every CNN
+explains every image). Shard ``s`` holds examples ``s * shard_size ...``; each shard is computed
+in the same batches whatever happened before, so a run resumed after an interruption writes the
+same bytes as an uninterrupted one (same torch build, thread count and backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import math
+import operator
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fastinterp._version import __version__
+from fastinterp.cams import METHODS
+from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
+from fastinterp.representation import ORDERS, cnn_representation
+from fastinterp.validation import first_conv
+
+__all__ = ["MANIFEST", "ExplanationDataset", "build_dataset", "main_build"]
+
+MANIFEST = "manifest.json"
+DATASET_FORMAT = "fastinterp-explanations/1"
+SHARD_FORMAT = "fastinterp-explanations-shard/1"
+ASSIGN = ("round_robin", "all")
+TARGETS = ("predicted", "label")
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_FLOAT_KEYS = ("image", "cgm", "teacher")
+_INT_KEYS = ("target", "label", "prediction", "cnn", "index")
+_META_KEY = "fastinterp"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_sha256(model: nn.Module) -> str:
+    from fastinterp.zoo import _weights_sha256
+
+    return _weights_sha256(model.state_dict())
+
+
+def _check_cnns(cnns: object) -> list[tuple[str, nn.Module]]:
+    if isinstance(cnns, (str, bytes)) or not isinstance(cnns, Sequence) or len(cnns) == 0:
+        raise TypeError("cnns: expected a non-empty list of (cnn_id, model) pairs")
+    checked = []
+    for entry in cnns:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], nn.Module)):
+            raise TypeError(f"cnns: expected (cnn_id: str, model: nn.Module) pairs, got {entry!r:.80}")
+        checked.append((entry[0], entry[1]))
+    ids = [i for i, _ in checked]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"cnns: ids must be unique, got {ids}")
+    return checked
+
+
+def _resolve_dataset(dataset: object, length: int, input_size: int | None, seed: int, split: str,
+                     cnns: list[tuple[str, nn.Module]]):
+    """A dataset object with ``.config``, ``.batch`` and ``.classes`` holding >= ``length`` items."""
+    if isinstance(dataset, str):
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {sorted(DATASETS)} or a dataset object, got {dataset!r}")
+        if input_size is None:
+            sizes = {getattr(m, "input_size", None) for _, m in cnns}
+            if len(sizes) != 1 or None in sizes:
+                raise ValueError("input_size: the CNNs do not all carry the same .input_size "
+                                 f"({sorted(map(str, sizes))}); pass input_size")
+            input_size = sizes.pop()
+        return SyntheticImages(dataset, length, size=input_size, seed=seed, split=split)
+    if not isinstance(dataset, (SyntheticImages, ImageFolderImages)):
+        raise TypeError("dataset: expected a name in "
+                        f"{sorted(DATASETS)}, a fastinterp.data.SyntheticImages or an ImageFolderImages, "
+                        f"got {type(dataset).__name__}")
+    if len(dataset) < length:
+        raise ValueError(f"n: needs {length} dataset items but the dataset holds {len(dataset)}")
+    return dataset
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"out_dir: {path} is not a readable manifest ({error}); delete it to rebuild") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
+        raise ValueError(f"out_dir: {path} is not a {DATASET_FORMAT} manifest")
+    return manifest
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _resize(images: torch.Tensor, masks: torch.Tensor | None, size: tuple[int, int]):
+    """Images (bilinear, antialiased) and masks (nearest) to ``size``; unchanged if already there."""
+    if tuple(images.shape[-2:]) != size:
+        images = nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True,
+                                           align_corners=False).clamp_(0, 1)
+    if masks is not None and tuple(masks.shape[-2:]) != size:
+        masks = nn.functional.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
+    return images, masks
+
+
+def _explain_shard(cnns, data, examples: range, item_of, cnn_of, options: dict[str, Any],
+                   batch_size: int, classes: int, on_batch) -> dict[str, torch.Tensor]:
+    """Every output tensor of the examples ``examples``, computed in batches of ``batch_size``."""
+    dtype = STORE_DTYPES[options["dtype"]]
+    size = (options["size"], options["size"])
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(examples.start, examples.stop, batch_size):
+        batch = range(start, min(start + batch_size, examples.stop))
+        items = [item_of(j) for j in batch]
+        which = torch.tensor([cnn_of(j) for j in batch], dtype=torch.int64)
+        images, labels, masks = data.batch(items)
+        out = {"cgm": torch.empty(len(batch), options["k"], *size), "teacher": torch.empty(len(batch), *size),
+               "target": torch.empty(len(batch), dtype=torch.int64),
+               "prediction": torch.empty(len(batch), dtype=torch.int64)}
+        for c in sorted(set(which.tolist())):  # one sub-batch per CNN, in CNN order
+            rows = (which == c).nonzero()[:, 0]
+            model = cnns[c][1]
+            stem = first_conv(model).weight  # the CNN's device and dtype
+            rep = cnn_representation(
+                model, images[rows].to(stem.device, stem.dtype),
+                targets=None if options["target"] == "predicted" else labels[rows].to(stem.device),
+                k=options["k"], size=size, method=options["method"], order=options["order"],
+                teacher=options["teacher"], backend=options["backend"])
+            if rep.logits.shape[1] != classes:
+                raise ValueError(f"cnns: {cnns[c][0]!r} has {rep.logits.shape[1]} outputs, the dataset "
+                                 f"{classes} classes")
+            out["cgm"][rows], out["teacher"][rows] = rep.cgm.float().cpu(), rep.teacher.float().cpu()
+            out["target"][rows], out["prediction"][rows] = rep.targets.cpu(), rep.logits.argmax(1).cpu()
+        images, masks = _resize(images, masks, size)
+        out.update(image=images, label=labels, cnn=which, index=torch.tensor(items, dtype=torch.int64))
+        if masks is not None:
+            out["mask"] = masks
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value.to(dtype) if key in _FLOAT_KEYS else value)
+        on_batch(len(batch))
+    return {key: torch.cat(values).contiguous() for key, values in parts.items()}
+
+
+def build_dataset(
+    cnns: Sequence[tuple[str, nn.Module]],
+    dataset: object,
+    n: int,
+    out_dir: str | Path,
+    k: int = 8,
+    size: int = 64,
+    batch_size: int = 64,
+    shard_size: int = 512,
+    seed: int = 0,
+    split: str = "train",
+    input_size: int | None = None,
+    method: str = "gradcam",
+    order: str = "last_to_first",
+    teacher: str = "last",
+    target: str = "predicted",
+    assign: str = "round_robin",
+    dtype: str = "float16",
+    backend: str = "auto",
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> Path:
+    """Explain ``n`` examples with ``cnns`` and write them as shards to ``out_dir``; returns the
+    manifest path. Re-running with the same arguments skips every shard whose sha256 matches the
+    manifest and recomputes the rest (resume after an interruption).
+
+    Args:
+        cnns: [(cnn_id, model), ...]; the models return logits over the dataset's classes.
+        dataset: "digits" / "shapes" (synthetic, ``seed``, ``split``, at ``input_size``, default the
+            CNNs' common ``.input_size``) or a ``SyntheticImages`` / ``ImageFolderImages`` object.
+        k, size, method, order, teacher, backend: as in :func:`fastinterp.cnn_representation`.
+        target: "predicted" (explain the CNN's argmax, the paper's setting) or "label".
+        assign: "round_robin" (item j -> CNN j % C) or "all" (every CNN explains every item).
+        dtype: storage of image, cgm, teacher: "float16" (half the disk) or "float32".
+        max_shards: stop after computing this many new shards (time-limited jobs); rerun to go on.
+    """
+    from tqdm.auto import tqdm
+
+    cnns = _check_cnns(cnns)
+    for name, value, minimum in (("n", n, 1), ("k", k, 1), ("size", size, 1), ("batch_size", batch_size, 1),
+                                 ("shard_size", shard_size, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+        if value < minimum:
+            raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    if max_shards is not None and (isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 0):
+        raise ValueError(f"max_shards: expected None or an int >= 0, got {max_shards!r}")
+    for name, value, allowed in (("method", method, tuple(METHODS)), ("order", order, ORDERS),
+                                 ("target", target, TARGETS), ("assign", assign, ASSIGN),
+                                 ("dtype", dtype, tuple(STORE_DTYPES))):
+        if value not in allowed:
+            raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+    if not isinstance(teacher, str):
+        raise TypeError(f"teacher: expected 'last', 'first' or a layer name, got {teacher!r}")
+    count = len(cnns)
+    length = n if assign == "round_robin" else math.ceil(n / count)
+    data = _resolve_dataset(dataset, length, input_size, seed, split, cnns)
+    item_of = (lambda j: j) if assign == "round_robin" else (lambda j: j // count)
+    classes = num_classes(data)
+
+    options = {"k": k, "size": size, "method": method, "order": order, "teacher": teacher, "target": target,
+               "backend": backend, "dtype": dtype}
+    config = {**options, "n": n, "assign": assign, "batch_size": batch_size, "shard_size": shard_size,
+              "dataset": data.config, "classes": list(data.classes), "torch": torch.__version__,
+              "cnns": [{"id": cid, "class": type(m).__name__, "arch": getattr(m, "arch", None),
+                        "weights_sha256": _weights_sha256(m)} for cid, m in cnns]}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _read_manifest(out_dir)
+    if previous is not None and previous.get("config") != config:
+        old = previous.get("config") or {}
+        differ = sorted(key for key in set(old) | set(config) if old.get(key) != config.get(key))
+        raise ValueError(f"out_dir: {out_dir} holds a dataset built with another config (differs in {differ}); "
+                         "pass another out_dir or delete it")
+    num_shards = math.ceil(n / shard_size)
+    entries: dict[int, dict[str, Any]] = {}
+    for entry in (previous or {}).get("shards", []):
+        path = out_dir / entry["file"]
+        if path.is_file() and _sha256_file(path) == entry["sha256"]:  # verified: keep
+            entries[entry["index"]] = entry
+
+    def manifest(complete: bool) -> dict[str, Any]:
+        return {"format": DATASET_FORMAT, "fastinterp_version": __version__, "config": config,
+                "num_shards": num_shards, "complete": complete,
+                "shards": [entries[i] for i in sorted(entries)]}
+
+    done = sum(entries[i]["count"] for i in entries)
+    bar = tqdm(total=n, initial=done, desc="explaining", unit="ex", disable=not progress)
+    computed = 0
+    try:
+        for s in range(num_shards):
+            if s in entries:
+                continue
+            if max_shards is not None and computed >= max_shards:
+                break
+            examples = range(s * shard_size, min((s + 1) * shard_size, n))
+            tensors = _explain_shard(cnns, data, examples, item_of, lambda j: j % count, options,
+                                     batch_size, classes, bar.update)
+            path = out_dir / _shard_name(s)
+            _save_shard(path, tensors, {"format": SHARD_FORMAT, "index": s, "start": examples.start,
+                                        "count": len(examples)})
+            entries[s] = {"index": s, "file": path.name, "start": examples.start, "count": len(examples),
+                          "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+            computed += 1
+            _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+    finally:
+        bar.close()
+    _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+    return out_dir / MANIFEST
+
+
+def _readable(path: Path) -> None:
+    from fastinterp.zoo import _readable as readable
+
+    readable(path)
+
+
+def _save_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(metadata, sort_keys=True)})
+    _readable(tmp)
+    tmp.replace(path)
+
+
+class ExplanationDataset(Dataset):
+    """The examples written by :func:`build_dataset`, read through memory maps.
+
+    Item -> dict: image (3, S, S), cgm (K, S, S), teacher (S, S) float32; target, label,
+    prediction, cnn, index int64 scalars; mask (S, S) bool when the dataset has masks.
+
+    Args:
+        out_dir: the folder holding ``manifest.json``.
+        verify: check every shard's sha256 against the manifest on opening.
+        allow_incomplete: read a dataset whose build was interrupted (only its finished shards).
+    """
+
+    def __init__(self, out_dir: str | Path, verify: bool = True, allow_incomplete: bool = False):
+        self.out_dir = Path(out_dir)
+        manifest = _read_manifest(self.out_dir)
+        if manifest is None:
+            raise ValueError(f"out_dir: {self.out_dir} holds no {MANIFEST}; build it with build_dataset")
+        if not manifest["complete"] and not allow_incomplete:
+            raise ValueError(f"out_dir: {self.out_dir} is incomplete ({len(manifest['shards'])} of "
+                             f"{manifest['num_shards']} shards); rerun build_dataset to finish it "
+                             "or pass allow_incomplete=True")
+        self.manifest = manifest
+        self.config = manifest["config"]
+        self.shards = manifest["shards"]
+        for entry in self.shards:
+            path = self.out_dir / entry["file"]
+            if not path.is_file():
+                raise ValueError(f"out_dir: shard {path} is missing")
+            if verify and _sha256_file(path) != entry["sha256"]:
+                raise ValueError(f"out_dir: shard {path} is corrupted (sha256 differs from the manifest)")
+        self._ends = []
+        total = 0
+        for entry in self.shards:
+            total += entry["count"]
+            self._ends.append(total)
+        self._handles: dict[int, Any] = {}
+
+    @property
+    def cnn_ids(self) -> list[str]:
+        return [c["id"] for c in self.config["cnns"]]
+
+    @property
+    def has_masks(self) -> bool:
+        return self.config["dataset"]["kind"] == "synthetic"
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own handles
+        return {**self.__dict__, "_handles": {}}
+
+    def _handle(self, shard: int):
+        from safetensors import safe_open
+
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(str(self.out_dir / self.shards[shard]["file"]), framework="pt")
+        return self._handles[shard]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            raise TypeError(f"index: expected an int, got {type(i).__name__}")
+        i = operator.index(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index: expected 0 <= index < {len(self)}, got {i}")
+        shard = bisect.bisect_right(self._ends, i)
+        row = i - (self._ends[shard] - self.shards[shard]["count"])
+        handle = self._handle(shard)
+        item = {}
+        for key in handle.keys():
+            value = handle.get_slice(key)[row:row + 1][0]
+            item[key] = value.float() if key in _FLOAT_KEYS else value
+        return item
+
+
+def _load_cnns(paths: Sequence[Path]) -> list[tuple[str, nn.Module]]:
+    from fastinterp.zoo import load_cnn
+
+    cnns = []
+    for path in paths:
+        model, _ = load_cnn(path)
+        cnns.append((Path(path).stem, model))
+    return cnns
+
+
+def main_build(argv: list[str] | None = None) -> int:
+    """``fastinterp build-dataset``: explain a dataset with zoo CNNs into a sharded training set."""
+    parser = argparse.ArgumentParser(prog="fastinterp build-dataset", description=main_build.__doc__)
+    parser.add_argument("--cnn", type=Path, nargs="+", required=True, metavar="CHECKPOINT",
+                        help="zoo checkpoints (.safetensors); the id of each is its file name stem")
+    parser.add_argument("--dataset", required=True,
+                        help=f"{' or '.join(sorted(DATASETS))} (synthetic), or a folder <class>/<image>")
+    parser.add_argument("--n", type=int, required=True, help="number of examples")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
+    parser.add_argument("--split", default="train", choices=("train", "test"), help="synthetic split")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    parser.add_argument("--k", type=int, default=8, help="cumulative maps per example")
+    parser.add_argument("--size", type=int, default=64, help="generator resolution (maps and stored image)")
+    parser.add_argument("--method", default="gradcam", choices=sorted(METHODS))
+    parser.add_argument("--order", default="last_to_first", choices=ORDERS)
+    parser.add_argument("--teacher", default="last", help="'last', 'first' or a layer name")
+    parser.add_argument("--target", default="predicted", choices=TARGETS)
+    parser.add_argument("--assign", default="round_robin", choices=ASSIGN)
+    parser.add_argument("--dtype", default="float16", choices=sorted(STORE_DTYPES))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=512)
+    parser.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cnns = _load_cnns(args.cnn)
+    dataset: object = args.dataset
+    if args.dataset not in DATASETS:
+        sizes = {getattr(m, "input_size", None) for _, m in cnns}
+        if len(sizes) != 1:
+            parser.error(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
+        dataset = image_folder(args.dataset, sizes.pop())
+    manifest = build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
+                             shard_size=args.shard_size, seed=args.seed, split=args.split, method=args.method,
+                             order=args.order, teacher=args.teacher, target=args.target, assign=args.assign,
+                             dtype=args.dtype, progress=not args.no_progress, max_shards=args.max_shards)
+    state = json.loads(manifest.read_text())
+    done = sum(s["count"] for s in state["shards"])
+    print(f"{done} of {args.n} examples in {len(state['shards'])} of {state['num_shards']} shards -> {manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_build())

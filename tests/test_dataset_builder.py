@@ -1,0 +1,165 @@
+"""Dataset builder: contents match a direct representation call, runs are byte-identical, an
+interrupted or damaged build resumes to the same bytes, the reader and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastinterp import cnn_representation
+from fastinterp.data import SyntheticImages, image_folder
+from fastinterp.dataset_builder import MANIFEST, ExplanationDataset, build_dataset, main_build
+from fastinterp.demo import demo_cnn
+from fastinterp.zoo import build_cnn, save_cnn
+
+SIZE = 32
+OPTIONS = dict(n=20, k=8, size=SIZE, batch_size=5, shard_size=8, seed=2, input_size=SIZE, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cnns():
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append((f"demo{seed}", demo_cnn(num_classes=10).eval()))
+    return models
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.endswith(".tmp")}
+
+
+@pytest.fixture(scope="module")
+def reference(cnns, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    build_dataset(cnns, "digits", out_dir=out, **OPTIONS)
+    return out
+
+
+def test_contents_match_a_direct_representation(cnns, reference):
+    data = ExplanationDataset(reference)
+    assert len(data) == 20 and data.cnn_ids == ["demo0", "demo1"] and data.has_masks
+    manifest = json.loads((reference / MANIFEST).read_text())
+    assert manifest["complete"] and [s["count"] for s in manifest["shards"]] == [8, 8, 4]
+    source = SyntheticImages("digits", 20, size=SIZE, seed=2, split="train")
+    for j in (0, 5, 13, 19):
+        item = data[j]
+        assert item["image"].shape == (3, SIZE, SIZE) and item["cgm"].shape == (8, SIZE, SIZE)
+        assert item["teacher"].shape == (SIZE, SIZE) and item["mask"].shape == (SIZE, SIZE)
+        assert item["image"].dtype == item["cgm"].dtype == torch.float32 and item["mask"].dtype == torch.bool
+        assert int(item["index"]) == j and int(item["cnn"]) == j % 2  # round robin
+        image, label, mask = source[j]
+        assert int(item["label"]) == label and torch.equal(item["mask"], mask)
+        assert torch.equal(item["image"], image.half().float())
+        rep = cnn_representation(cnns[j % 2][1], image[None], k=8, size=SIZE)
+        assert int(item["target"]) == int(rep.targets[0]) == int(item["prediction"])
+        torch.testing.assert_close(item["cgm"], rep.cgm[0], atol=1e-3, rtol=0)  # float16 storage
+        torch.testing.assert_close(item["teacher"], rep.teacher[0], atol=1e-3, rtol=0)
+
+
+def test_two_runs_are_byte_identical(cnns, reference, tmp_path):
+    build_dataset(cnns, "digits", out_dir=tmp_path, **OPTIONS)
+    assert _files(tmp_path) == _files(reference)
+
+
+def test_interrupted_build_resumes_to_the_same_bytes(cnns, reference, tmp_path):
+    build_dataset(cnns, "digits", out_dir=tmp_path, max_shards=1, **OPTIONS)  # "killed" after one shard
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert not manifest["complete"] and len(manifest["shards"]) == 1
+    with pytest.raises(ValueError, match="incomplete"):
+        ExplanationDataset(tmp_path)
+    assert len(ExplanationDataset(tmp_path, allow_incomplete=True)) == 8
+    # a shard written but not yet in the manifest (killed between the two writes)
+    (tmp_path / "shard-00001.safetensors").write_bytes(b"partial")
+    build_dataset(cnns, "digits", out_dir=tmp_path, **OPTIONS)
+    assert _files(tmp_path) == _files(reference)
+
+
+def test_damaged_shards_are_recomputed(cnns, reference, tmp_path):
+    for name, content in _files(reference).items():
+        (tmp_path / name).write_bytes(content)
+    last = tmp_path / "shard-00002.safetensors"
+    last.write_bytes(last.read_bytes()[:100])  # truncated
+    (tmp_path / "shard-00000.safetensors").unlink()  # lost
+    with pytest.raises(ValueError, match="missing"):
+        ExplanationDataset(tmp_path)
+    mtime = (tmp_path / "shard-00001.safetensors").stat().st_mtime_ns
+    build_dataset(cnns, "digits", out_dir=tmp_path, **OPTIONS)
+    assert _files(tmp_path) == _files(reference)
+    assert (tmp_path / "shard-00001.safetensors").stat().st_mtime_ns == mtime  # verified, not redone
+    corrupt = bytearray(last.read_bytes())
+    corrupt[-1] ^= 1
+    last.write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="corrupted"):
+        ExplanationDataset(tmp_path)
+
+
+def test_resume_with_another_config_is_refused(cnns, reference, tmp_path):
+    for name, content in _files(reference).items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match="another config.*'k'"):
+        build_dataset(cnns, "digits", out_dir=tmp_path, **{**OPTIONS, "k": 4})
+    other = [(cnns[0][0], cnns[1][1]), cnns[1]]  # same id, other weights
+    with pytest.raises(ValueError, match="another config.*'cnns'"):
+        build_dataset(other, "digits", out_dir=tmp_path, **OPTIONS)
+
+
+def test_every_cnn_explains_every_image(cnns, tmp_path):
+    build_dataset(cnns, "digits", out_dir=tmp_path, **{**OPTIONS, "n": 6, "assign": "all", "target": "label",
+                                                        "dtype": "float32"})
+    data = ExplanationDataset(tmp_path)
+    assert [int(data[j]["index"]) for j in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [int(data[j]["cnn"]) for j in range(6)] == [0, 1, 0, 1, 0, 1]
+    assert all(int(data[j]["target"]) == int(data[j]["label"]) for j in range(6))
+
+
+def test_image_folder_without_masks_and_resizing(cnns, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(10):
+        (tmp_path / "images" / f"class{label}").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(
+            tmp_path / "images" / f"class{label}" / "a.png")
+    folder = image_folder(tmp_path / "images", 48)
+    build_dataset(cnns[:1], folder, out_dir=tmp_path / "out", **{**OPTIONS, "n": 4, "input_size": None})
+    data = ExplanationDataset(tmp_path / "out")
+    assert not data.has_masks and "mask" not in data[0]
+    assert data[0]["image"].shape == (3, SIZE, SIZE)  # stored at the generator's resolution
+    with pytest.raises(ValueError, match="n: needs 11"):
+        build_dataset(cnns[:1], folder, out_dir=tmp_path / "out2", **{**OPTIONS, "n": 11})
+
+
+def test_bad_arguments(cnns, tmp_path):
+    with pytest.raises(TypeError, match="cnns"):
+        build_dataset([], "digits", out_dir=tmp_path, **OPTIONS)
+    with pytest.raises(ValueError, match="cnns: ids must be unique"):
+        build_dataset([cnns[0], cnns[0]], "digits", out_dir=tmp_path, **OPTIONS)
+    with pytest.raises(ValueError, match="dataset"):
+        build_dataset(cnns, "mnist", out_dir=tmp_path, **OPTIONS)
+    with pytest.raises(ValueError, match="assign"):
+        build_dataset(cnns, "digits", out_dir=tmp_path, **{**OPTIONS, "assign": "random"})
+    with pytest.raises(ValueError, match="input_size"):
+        build_dataset(cnns, "digits", out_dir=tmp_path, **{**OPTIONS, "input_size": None})
+    with pytest.raises(ValueError, match="cnns: 'wrong' has 4 outputs"):
+        torch.manual_seed(0)
+        build_dataset([("wrong", demo_cnn(num_classes=4))], "digits", out_dir=tmp_path / "w", **OPTIONS)
+    with pytest.raises(ValueError, match="manifest"):
+        ExplanationDataset(tmp_path / "nothing")
+
+
+def test_cli(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main_build(["--help"])
+    assert exit_info.value.code == 0 and "--cnn" in capsys.readouterr().out
+    torch.manual_seed(0)
+    checkpoint = save_cnn(tmp_path / "mobilenet_v3_small_digits.safetensors",
+                          build_cnn("mobilenet_v3_small", 10, 32).eval(), {"dataset": "digits"})
+    assert main_build(["--cnn", str(checkpoint), "--dataset", "digits", "--n", "3", "--out", str(tmp_path / "set"),
+                       "--size", "32", "--shard-size", "2", "--no-progress"]) == 0
+    data = ExplanationDataset(tmp_path / "set")
+    assert len(data) == 3 and data.cnn_ids == ["mobilenet_v3_small_digits"]
+    assert "3 of 3 examples in 2 of 2 shards" in capsys.readouterr().out
