@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="subcommands: demo, " + ", ".join(commands) + " (each with --help)")
     parser.add_argument("--version", action="version", version=f"fastinterp {__version__}")
     sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="explain images of the project's own synthetic data; write a PNG")
-    demo.add_argument("--out", type=Path, default=Path("out/demo_representation.png"), help="PNG to write")
-    demo.add_argument("--images", type=int, default=4, help="how many images to explain")
+    demo = sub.add_parser("demo", help="explain fresh cluttered digits with the shipped CNN + generator; write a PNG")
+    demo.add_argument("--out", type=Path, default=Path("out/demo_explanations.png"), help="PNG to write")
+    demo.add_argument("--images", type=int, default=6, help="how many images to explain")
     demo.add_argument("--seed", type=int, default=0)
     for name in commands:
         sub.add_parser(name, help=f"see fastinterp {name} --help", add_help=False)

@@ -12,11 +12,24 @@ import torch
 from fastinterp import cnn_representation
 from fastinterp.data import SyntheticImages, image_folder
 from fastinterp.dataset_builder import MANIFEST, ExplanationDataset, build_dataset, main_build
-from fastinterp.demo import demo_cnn
 from fastinterp.zoo import build_cnn, save_cnn
 
 SIZE = 32
 OPTIONS = dict(n=20, k=8, size=SIZE, batch_size=5, shard_size=8, seed=2, input_size=SIZE, progress=False)
+
+
+def demo_cnn(num_classes: int) -> torch.nn.Module:
+    """A small 10-conv-layer VGG-style CNN (BatchNorm, in-place ReLU) for 32-64 px images."""
+    layers, channels = [], 3
+    for width, pool in ((8, False), (8, True), (16, False), (16, True), (24, False), (24, True),
+                        (32, False), (32, False), (32, False), (32, False)):
+        layers += [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
+                   torch.nn.ReLU(inplace=True)]
+        if pool:
+            layers.append(torch.nn.MaxPool2d(2))
+        channels = width
+    return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(channels, num_classes))
 
 
 @pytest.fixture(scope="module")
