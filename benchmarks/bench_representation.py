@@ -37,29 +37,6 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def naive_loop(model, x, names):
-    """One forward + one backward per layer (hook clones the output so in-place ops can't touch it)."""
-    modules = dict(model.named_modules())
-    targets = None
-    for name in names:
-        store = {}
-
-        def hook(module, inputs, output):
-            store["a"] = output
-            return output.clone()
-
-        handle = modules[name].register_forward_hook(hook)
-        try:
-            logits = model(x)
-        finally:
-            handle.remove()
-        if targets is None:
-            targets = logits.argmax(1)
-        score = logits.gather(1, targets[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, store["a"])
-        fastinterp.cams.gradcam(store["a"].detach(), grad)
-
-
 def forward_flops(model, x) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
@@ -98,7 +75,10 @@ def main() -> None:
             t_a = median_time(plain, args.repeats)
             t_f = median_time(with_graph, args.repeats)
             t_b = median_time(lambda: fastinterp.layer_maps(model, x), args.repeats)
-            t_c = median_time(lambda: naive_loop(model, x, names), args.naive_repeats, warmup=0) \
+            with torch.no_grad():
+                targets = model(x).argmax(1)
+            t_c = median_time(lambda: fastinterp.layer_maps_reference(model, x, names, targets),
+                              args.naive_repeats, warmup=0) \
                 if args.naive_repeats else float("nan")
             print(f"{arch:<10}{batch:>3}{len(names):>4}{flops / 1e9:>8.1f}{t_a:>11.3f}{flops / 1e9 / t_a:>9.1f}"
                   f"{t_f:>12.3f}{t_b:>11.3f}{t_c:>12.2f}{t_b / t_a:>6.2f}{t_f / t_a:>6.2f}{t_c / t_b:>7.1f}"

@@ -15,6 +15,7 @@ from fastinterp.representation import (
     cnn_representation,
     gradcam,
     layer_maps,
+    layer_maps_reference,
     paper_positions,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "conv_layers",
     "gradcam",
     "layer_maps",
+    "layer_maps_reference",
     "load_generator",
     "ops",
     "paper_positions",

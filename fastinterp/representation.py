@@ -23,6 +23,7 @@ __all__ = [
     "cnn_representation",
     "gradcam",
     "layer_maps",
+    "layer_maps_reference",
     "paper_positions",
 ]
 
@@ -89,6 +90,37 @@ def layer_maps(
     cap = capture(model, images, layers=layers, targets=targets)
     return LayerMaps(maps=_maps_from_capture(cap, method), layer_names=cap.layer_names,
                      logits=cap.logits, targets=cap.targets)
+
+
+def layer_maps_reference(model: nn.Module, images: torch.Tensor, layer_names: Sequence[str],
+                         targets: torch.Tensor, method: str = "gradcam") -> list[torch.Tensor]:
+    """What the released code did: a separate forward and backward for every layer.
+
+    The test oracle of :func:`layer_maps` and the baseline of its benchmark (no argument checks,
+    no state handling: call it on a model in eval mode). The hook hands downstream a clone so that
+    an in-place op after the layer cannot overwrite the activations; gradients flow because the
+    input requires grad.
+    """
+    modules = dict(model.named_modules())
+    maps = []
+    for name in layer_names:
+        store = {}
+
+        def hook(module, inputs, output):
+            store["a"] = output
+            return output.clone()
+
+        handle = modules[name].register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                logits = model(images.clone().requires_grad_(True))
+        finally:
+            handle.remove()
+        score = logits.gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, store["a"], allow_unused=True)
+        grad = torch.zeros_like(store["a"]) if grad is None else grad
+        maps.append(METHODS[method](store["a"].detach(), grad))
+    return maps
 
 
 def paper_positions(num_layers: int, k: int = 8) -> list[int]:

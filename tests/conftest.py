@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fastinterp.cams import METHODS
+from fastinterp.representation import layer_maps_reference as naive_layer_maps  # noqa: F401
 
 # Input side per architecture: small enough for a 2-core CPU, large enough for every model
 # (inception_v3 needs >= 75 pixels).
@@ -24,35 +24,6 @@ def build(name: str, seed: int = 0) -> nn.Module:
 def images_for(name: str, batch: int = 2, seed: int = 1) -> torch.Tensor:
     side = INPUT_SIDE.get(name, 64)
     return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(seed))
-
-
-def naive_layer_maps(model: nn.Module, images: torch.Tensor, layer_names: list[str],
-                     targets: torch.Tensor, method: str = "gradcam") -> list[torch.Tensor]:
-    """What the released code did: a separate forward and backward for every layer.
-
-    The hook hands downstream a clone so that an in-place op after the layer cannot overwrite
-    the activations; gradients flow because the input requires grad.
-    """
-    modules = dict(model.named_modules())
-    maps = []
-    for name in layer_names:
-        store = {}
-
-        def hook(module, inputs, output):
-            store["a"] = output
-            return output.clone()
-
-        handle = modules[name].register_forward_hook(hook)
-        try:
-            with torch.enable_grad():
-                logits = model(images.clone().requires_grad_(True))
-        finally:
-            handle.remove()
-        score = logits.gather(1, targets[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, store["a"], allow_unused=True)
-        grad = torch.zeros_like(store["a"]) if grad is None else grad
-        maps.append(METHODS[method](store["a"].detach(), grad))
-    return maps
 
 
 def max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
