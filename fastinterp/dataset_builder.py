@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from fastinterp._version import __version__
 from fastinterp.cams import METHODS
+from fastinterp.checkpoint import save_tensors
 from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
 from fastinterp.representation import ORDERS, cnn_representation
 from fastinterp.validation import first_conv
@@ -48,7 +49,6 @@ TARGETS = ("predicted", "label")
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _FLOAT_KEYS = ("image", "cgm", "teacher")
 _INT_KEYS = ("target", "label", "prediction", "cnn", "index")
-_META_KEY = "fastinterp"
 
 
 def _sha256_file(path: Path) -> str:
@@ -284,19 +284,8 @@ def build_dataset(
     return out_dir / MANIFEST
 
 
-def _readable(path: Path) -> None:
-    from fastinterp.zoo import _readable as readable
-
-    readable(path)
-
-
 def _save_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(metadata, sort_keys=True)})
-    _readable(tmp)
-    tmp.replace(path)
+    save_tensors(path, tensors, metadata)
 
 
 class ExplanationDataset(Dataset):

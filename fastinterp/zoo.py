@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import torchvision
 from torch import nn
 
 from fastinterp._version import __version__
+from fastinterp.checkpoint import check_state_fits, load_tensors, save_tensors
 from fastinterp.data import DATASETS, SyntheticImages, num_classes as dataset_classes
 
 __all__ = [
@@ -60,7 +60,6 @@ SMALL_INPUT = 128  # below this many pixels the stems are adapted
 MIN_INPUT = 32  # total stride 16: a 2x2 last conv map
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_META_KEY = "fastinterp"
 # Training defaults per architecture: fresh images (one epoch over many), sized so that each
 # trains in a few minutes on a 2-core CPU at 64 px; depthwise nets learn more slowly per image
 # but run faster.
@@ -180,20 +179,11 @@ def _stored_state(model: ZooCNN, dtype: str) -> dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
-def _readable(path: Path) -> None:
-    """safetensors creates files as 0600; give them the usual permissions (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_cnn(path: str | Path, model: ZooCNN, metadata: dict[str, Any], dtype: str = "float32") -> Path:
     """Write ``model`` to ``path`` (.safetensors, metadata in its header) and ``path`` .json.
 
     Floating tensors are stored as ``dtype`` ("float32" or "float16", half the size).
     """
-    from safetensors.torch import save_file
-
     if not isinstance(model, ZooCNN):
         raise TypeError(f"model: expected a ZooCNN from build_cnn, got {type(model).__name__}")
     path = Path(path)
@@ -203,11 +193,7 @@ def save_cnn(path: str | Path, model: ZooCNN, metadata: dict[str, Any], dtype: s
     meta = {**metadata, "format": CNN_FORMAT, "arch": model.arch, "num_classes": model.num_classes,
             "input_size": model.input_size, "stored_dtype": dtype, "weights_sha256": _weights_sha256(tensors),
             "fastinterp_version": __version__}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-    _readable(tmp)
-    tmp.replace(path)
+    save_tensors(path, tensors, meta)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -219,24 +205,8 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tupl
     file (weights are checked against the sha256 in the header), or weights that do not fit the
     architecture the metadata names.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"path: {path} does not exist or is not a file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"path: {path} is not a readable safetensors file ({error})") from error
-    try:
-        meta = json.loads(header[_META_KEY])
-    except (KeyError, json.JSONDecodeError) as error:
-        raise ValueError(f"path: {path} has no fastinterp metadata; not a fastinterp CNN checkpoint") from error
-    if not isinstance(meta, dict) or meta.get("format") != CNN_FORMAT:
-        raise ValueError(f"path: {path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                         f"expected {CNN_FORMAT!r}")
+    tensors, meta = load_tensors(path, CNN_FORMAT, argument="path")
     if _weights_sha256(tensors) != meta.get("weights_sha256"):
         raise ValueError(f"path: {path} is corrupted: its weights do not match the sha256 in its header")
     try:
@@ -244,13 +214,10 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tupl
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"path: {path} names an architecture this version cannot build ({error!r})") from error
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
+    mismatch = check_state_fits(expected, tensors)
+    if mismatch:
         raise ValueError(f"path: {path} does not fit a {meta['arch']} with {meta['num_classes']} classes at "
-                         f"{meta['input_size']} px: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                         f"wrong shapes {wrong[:3]}")
+                         f"{meta['input_size']} px: {mismatch}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.to(map_location).eval(), meta
 
