@@ -4,6 +4,7 @@
     fastinterp zoo               train classifiers of several architectures on a built-in dataset
     fastinterp build-dataset     run CNNs over a dataset, write (image, CGMs, teacher) shards
     fastinterp train-generator   train an explanation generator (pix2pix objective) on shards
+    fastinterp eval-generator    fidelity of a trained generator to the teacher, per CNN
 """
 
 from __future__ import annotations
@@ -59,12 +60,57 @@ def main_train(argv: list[str] | None = None) -> int:
                          strategy=args.strategy, d_every=args.d_every, warmup_steps=args.warmup_steps,
                          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
     manifest = json.loads((args.data / "manifest.json").read_text())
+    dataset_config = manifest.get("config", {})
+    # what cnn_representation(model, images, **representation) must be given to feed this generator
+    representation = {key: dataset_config[key] for key in ("k", "size", "method", "order", "teacher")
+                      if key in dataset_config}
     history = train_generator(generator, discriminator, train, config, args.out, val_data=val, resume=args.resume,
-                              metadata={"dataset": str(args.data), "dataset_config": manifest.get("config"),
-                                        "cnns": manifest.get("cnns")})
+                              metadata={"dataset": str(args.data), "dataset_config": dataset_config,
+                                        "representation": representation, "cnns": dataset_config.get("cnns")})
     if history:
         print(json.dumps(history[-1]))
     print(f"wrote {args.out / 'generator.safetensors'}")
+    return 0
+
+
+def main_eval(argv: list[str] | None = None) -> int:
+    """``fastinterp eval-generator``: fidelity (MAE, Pearson r) of a generator to the teacher maps
+    of built datasets, overall and per CNN, beside the best single CGM taken as the explanation."""
+    parser = argparse.ArgumentParser(prog="fastinterp eval-generator", description=main_eval.__doc__)
+    parser.add_argument("--generator", type=Path, required=True, help="generator checkpoint (.safetensors)")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folders (build-dataset)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write the reports here")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from fastinterp.checkpoint import load_generator
+    from fastinterp.dataset_builder import ExplanationDataset
+    from fastinterp.training import fidelity_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator, meta = load_generator(args.generator)
+    reports = {}
+    for folder in args.data:
+        data = ExplanationDataset(folder)
+        if data.config["k"] != generator.config["k"] or data.config["size"] != generator.config["size"]:
+            raise SystemExit(f"--data: {folder} has K={data.config['k']}, size={data.config['size']}; the "
+                             f"generator expects K={generator.config['k']}, size={generator.config['size']}")
+        report = fidelity_report(generator, data, batch_size=args.batch_size)
+        reports[str(folder)] = report
+        best = report["inputs"][report["best_input"]]
+        print(f"{folder}: generator MAE {report['all']['mae']:.4f} r {report['all']['pearson']:.4f} "
+              f"(n={report['all']['n']}); best input {report['best_input']}: MAE {best['mae']:.4f} "
+              f"r {best['pearson']:.4f}")
+        for cnn, row in report["by_cnn"].items():
+            print(f"    {cnn:32s} MAE {row['mae']:.4f}  r {row['pearson']:.4f}  (n={row['n']})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"generator": str(args.generator), "config": generator.config,
+                                         "reports": reports}, indent=1))
     return 0
 
 
@@ -74,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "zoo": ("fastinterp.zoo", "main_zoo"),
         "build-dataset": ("fastinterp.dataset_builder", "main_build"),
         "train-generator": ("fastinterp.cli", "main_train"),
+        "eval-generator": ("fastinterp.cli", "main_eval"),
     }
     if argv and argv[0] in commands:
         import importlib

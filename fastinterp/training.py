@@ -36,9 +36,9 @@ from fastinterp.checkpoint import (
     save_tensors,
     unflatten_optimizer,
 )
-from fastinterp.metrics import fidelity
+from fastinterp.metrics import fidelity, mae, pearson
 
-__all__ = ["STRATEGIES", "TrainConfig", "batch_indices", "evaluate", "train_generator"]
+__all__ = ["STRATEGIES", "TrainConfig", "batch_indices", "evaluate", "fidelity_report", "train_generator"]
 
 STRATEGIES = ("joint", "seed", "l1-warmup")
 
@@ -91,6 +91,8 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> to
 def _collate(dataset, indices: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
     items = [dataset[int(i)] for i in indices]
     batch = {key: torch.stack([item[key] for item in items]).to(device) for key in ("image", "cgm", "teacher")}
+    if "cnn" in items[0]:
+        batch["cnn"] = torch.stack([item["cnn"] for item in items])
     if batch["teacher"].dim() == 3:
         batch["teacher"] = batch["teacher"].unsqueeze(1)
     return batch
@@ -110,6 +112,51 @@ def evaluate(generator: nn.Module, dataset, batch_size: int = 64, limit: int | N
         teachers.append(batch["teacher"].float().cpu())
     generator.train(was_training)
     return fidelity(torch.cat(preds), torch.cat(teachers))
+
+
+@torch.no_grad()
+def fidelity_report(generator: nn.Module, dataset, batch_size: int = 64) -> dict[str, Any]:
+    """Fidelity of ``generator`` to the teacher on every example of an ``ExplanationDataset``.
+
+    Returns a JSON-able dict:
+        "all":      {"mae", "pearson", "n"} over every example;
+        "by_cnn":   {cnn id: {"mae", "pearson", "n"}} for each CNN the examples came from;
+        "inputs":   {"cgm<j>": {"mae", "pearson"}} the same measures for CGM j itself taken as the
+                    explanation (the baseline a generator must beat: copying one of its inputs);
+        "best_input": the name of the input with the lowest MAE.
+    MAE is in map units (maps in [0, 1]); Pearson r is per map over pixels, then averaged.
+    """
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    names = getattr(dataset, "cnn_ids", ["cnn"])
+    pred_mae, pred_r, cnn_index = [], [], []
+    input_mae, input_r = [], []
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(len(dataset), start + batch_size))
+        batch = _collate(dataset, indices, device)
+        teacher = batch["teacher"].float().cpu()
+        pred = generator(batch["image"], batch["cgm"]).float().cpu()
+        pred_mae.append(mae(pred, teacher))
+        pred_r.append(pearson(pred, teacher))
+        cgm = batch["cgm"].float().cpu()
+        input_mae.append(torch.stack([mae(cgm[:, j], teacher[:, 0]) for j in range(cgm.shape[1])], 1))
+        input_r.append(torch.stack([pearson(cgm[:, j], teacher[:, 0]) for j in range(cgm.shape[1])], 1))
+        cnn_index.append(batch["cnn"].cpu() if "cnn" in batch else torch.zeros(len(indices), dtype=torch.int64))
+    generator.train(was_training)
+    pred_mae, pred_r = torch.cat(pred_mae), torch.cat(pred_r)
+    input_mae, input_r = torch.cat(input_mae), torch.cat(input_r)
+    cnn_index = torch.cat(cnn_index)
+
+    def summary(rows: torch.Tensor) -> dict[str, float]:
+        return {"mae": pred_mae[rows].mean().item(), "pearson": pred_r[rows].mean().item(), "n": int(rows.sum())}
+
+    report: dict[str, Any] = {"all": summary(torch.ones_like(cnn_index, dtype=torch.bool))}
+    report["by_cnn"] = {names[c]: summary(cnn_index == c) for c in sorted(set(cnn_index.tolist()))}
+    report["inputs"] = {f"cgm{j}": {"mae": input_mae[:, j].mean().item(), "pearson": input_r[:, j].mean().item()}
+                        for j in range(input_mae.shape[1])}
+    report["best_input"] = min(report["inputs"], key=lambda name: report["inputs"][name]["mae"])
+    return report
 
 
 @dataclass

@@ -176,3 +176,43 @@ def test_cli(tmp_path, capsys):
     data = ExplanationDataset(tmp_path / "set")
     assert len(data) == 3 and data.cnn_ids == ["mobilenet_v3_small_digits"]
     assert "3 of 3 examples in 2 of 2 shards" in capsys.readouterr().out
+
+
+def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
+    from fastinterp.checkpoint import save_generator
+    from fastinterp.cli import main_eval
+    from fastinterp.models import build_generator
+    from fastinterp.training import fidelity_report
+
+    torch.manual_seed(0)
+    generator = build_generator("fast", k=8, size=SIZE).eval()
+    path = save_generator(tmp_path / "g.safetensors", generator)
+    assert main_eval(["--generator", str(path), "--data", str(reference), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())["reports"][str(reference)]
+    assert set(report["by_cnn"]) == {"demo0", "demo1"}
+    assert sum(row["n"] for row in report["by_cnn"].values()) == OPTIONS["n"]
+    assert report == json.loads(json.dumps(fidelity_report(generator, ExplanationDataset(reference))))
+    assert "demo1" in capsys.readouterr().out
+    other = save_generator(tmp_path / "k4.safetensors", build_generator("fast", k=4, size=SIZE))
+    with pytest.raises(SystemExit, match="K=8"):
+        main_eval(["--generator", str(other), "--data", str(reference)])
+
+
+def test_train_generator_cli_records_the_representation(cnns, reference, tmp_path, capsys):
+    from fastinterp.checkpoint import load_generator
+    from fastinterp.cli import main_train
+
+    with pytest.raises(SystemExit) as exit_info:
+        main_train(["--help"])
+    assert exit_info.value.code == 0 and "--strategy" in capsys.readouterr().out
+    assert main_train(["--data", str(reference), "--val", str(reference), "--kind", "fast", "--out", str(tmp_path),
+                       "--steps", "2", "--batch-size", "4", "--val-every", "1"]) == 0
+    generator, meta = load_generator(tmp_path / "generator.safetensors")
+    config = ExplanationDataset(reference).config
+    assert meta["representation"] == {key: config[key] for key in ("k", "size", "method", "order", "teacher")}
+    assert [c["id"] for c in meta["cnns"]] == ["demo0", "demo1"] and meta["steps_done"] == 2
+    images = torch.rand(2, 3, SIZE, SIZE)
+    rep = cnn_representation(cnns[0][1], images, **meta["representation"])  # feeds the generator as trained
+    assert generator(images, rep.cgm).shape == (2, 1, SIZE, SIZE)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["step"] for row in history] == [1, 2] and all("val_pearson" in row for row in history)

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 from fastinterp.checkpoint import load_generator, load_tensors, save_generator
 from fastinterp.models import build_discriminator, build_generator
-from fastinterp.training import TrainConfig, batch_indices, evaluate, train_generator
+from fastinterp.metrics import mae, pearson
+from fastinterp.training import TrainConfig, batch_indices, evaluate, fidelity_report, train_generator
 
 K, S = 3, 16
 
@@ -97,6 +98,45 @@ def test_training_reduces_l1_and_checkpoint_round_trip(tmp_path, kind):
     x = data[0]
     with torch.no_grad():
         assert torch.equal(loaded(x["image"][None], x["cgm"][None]), g.eval()(x["image"][None], x["cgm"][None]))
+
+
+class TwoCNNExplanations(ToyExplanations):
+    """Examples alternate between CNN "a" (teacher = CGM 0) and CNN "b" (teacher = CGM 1)."""
+
+    cnn_ids = ["a", "b"]
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        cnn = i % 2
+        return {**item, "teacher": self.cgm[i, cnn], "cnn": torch.tensor(cnn)}
+
+
+class CopyCGM(torch.nn.Module):
+    """A 'generator' that returns CGM ``j`` unchanged."""
+
+    def __init__(self, j):
+        super().__init__()
+        self.j = j
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # gives the report a device
+
+    def forward(self, image, cgm):
+        return cgm[:, self.j : self.j + 1]
+
+
+def test_fidelity_report_splits_by_cnn_and_scores_the_inputs():
+    data = TwoCNNExplanations(n=10)
+    report = fidelity_report(CopyCGM(0), data, batch_size=3)  # batches straddle the two CNNs
+    assert report["by_cnn"]["a"] == {"mae": 0.0, "pearson": pytest.approx(1.0), "n": 5}
+    odd = torch.arange(1, 10, 2)
+    expected_b = mae(data.cgm[odd, 0], data.cgm[odd, 1]).mean().item()
+    assert report["by_cnn"]["b"]["mae"] == pytest.approx(expected_b, rel=1e-6) and report["by_cnn"]["b"]["n"] == 5
+    assert report["by_cnn"]["b"]["pearson"] == pytest.approx(pearson(data.cgm[odd, 0], data.cgm[odd, 1]).mean().item())
+    assert report["all"]["mae"] == pytest.approx(expected_b / 2) and report["all"]["n"] == 10
+    # copying CGM 0 is exact for half the examples and so is copying CGM 1; CGM 2 is never the teacher
+    assert report["inputs"]["cgm0"]["mae"] == pytest.approx(report["all"]["mae"])
+    assert report["inputs"]["cgm2"]["mae"] > report["inputs"]["cgm0"]["mae"]
+    assert report["best_input"] in ("cgm0", "cgm1") and set(report["inputs"]) == {"cgm0", "cgm1", "cgm2"}
+    assert report["all"] == fidelity_report(CopyCGM(0), data, batch_size=64)["all"]
 
 
 def test_corrupted_and_mismatched_checkpoints_are_clear_errors(tmp_path):
