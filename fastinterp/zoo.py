@@ -68,7 +68,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "vgg13_bn": {"epochs": 1, "train_size": 10240, "batch_size": 32, "lr": 2e-3},
     "mobilenet_v3_small": {"epochs": 1, "train_size": 81920, "batch_size": 32, "lr": 2e-3},
     "efficientnet_b0": {"epochs": 1, "train_size": 16384, "batch_size": 32, "lr": 2e-3},
-    "densenet121": {"epochs": 1, "train_size": 6400, "batch_size": 32, "lr": 2e-3},
+    "densenet121": {"epochs": 1, "train_size": 12800, "batch_size": 32, "lr": 2e-3},
 }
 _STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
