@@ -102,7 +102,8 @@ def main_eval(argv: list[str] | None = None) -> int:
         report = fidelity_report(generator, data, batch_size=args.batch_size)
         reports[str(folder)] = report
         best = report["inputs"][report["best_input"]]
-        print(f"{folder}: generator MAE {report['all']['mae']:.4f} r {report['all']['pearson']:.4f} "
+        print(f"{folder}: generator MAE {report['all']['mae']:.4f} (+-{report['all']['mae_se']:.4f}) "
+              f"r {report['all']['pearson']:.4f} (+-{report['all']['pearson_se']:.4f}) "
               f"(n={report['all']['n']}); best input {report['best_input']}: MAE {best['mae']:.4f} "
               f"r {best['pearson']:.4f}")
         for cnn, row in report["by_cnn"].items():

@@ -119,11 +119,13 @@ def fidelity_report(generator: nn.Module, dataset, batch_size: int = 64) -> dict
     """Fidelity of ``generator`` to the teacher on every example of an ``ExplanationDataset``.
 
     Returns a JSON-able dict:
-        "all":      {"mae", "pearson", "n"} over every example;
-        "by_cnn":   {cnn id: {"mae", "pearson", "n"}} for each CNN the examples came from;
+        "all":      {"mae", "pearson", "n", "mae_se", "pearson_se"} over every example (``_se``: the
+                    standard error of the mean over examples);
+        "by_cnn":   {cnn id: the same} for each CNN the examples came from;
         "inputs":   {"cgm<j>": {"mae", "pearson"}} the same measures for CGM j itself taken as the
                     explanation (the baseline a generator must beat: copying one of its inputs);
-        "best_input": the name of the input with the lowest MAE.
+        "best_input": the name of the input with the lowest MAE;
+        "per_example": {"mae", "pearson", "cnn"} lists in dataset order (for paired comparisons).
     MAE is in map units (maps in [0, 1]); Pearson r is per map over pixels, then averaged.
     """
     was_training = generator.training
@@ -149,13 +151,17 @@ def fidelity_report(generator: nn.Module, dataset, batch_size: int = 64) -> dict
     cnn_index = torch.cat(cnn_index)
 
     def summary(rows: torch.Tensor) -> dict[str, float]:
-        return {"mae": pred_mae[rows].mean().item(), "pearson": pred_r[rows].mean().item(), "n": int(rows.sum())}
+        n = int(rows.sum())
+        se = (lambda values: values.std().item() / n**0.5) if n > 1 else (lambda values: float("nan"))
+        return {"mae": pred_mae[rows].mean().item(), "pearson": pred_r[rows].mean().item(), "n": n,
+                "mae_se": se(pred_mae[rows]), "pearson_se": se(pred_r[rows])}
 
     report: dict[str, Any] = {"all": summary(torch.ones_like(cnn_index, dtype=torch.bool))}
     report["by_cnn"] = {names[c]: summary(cnn_index == c) for c in sorted(set(cnn_index.tolist()))}
     report["inputs"] = {f"cgm{j}": {"mae": input_mae[:, j].mean().item(), "pearson": input_r[:, j].mean().item()}
                         for j in range(input_mae.shape[1])}
     report["best_input"] = min(report["inputs"], key=lambda name: report["inputs"][name]["mae"])
+    report["per_example"] = {"mae": pred_mae.tolist(), "pearson": pred_r.tolist(), "cnn": cnn_index.tolist()}
     return report
 
 

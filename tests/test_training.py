@@ -126,12 +126,18 @@ class CopyCGM(torch.nn.Module):
 def test_fidelity_report_splits_by_cnn_and_scores_the_inputs():
     data = TwoCNNExplanations(n=10)
     report = fidelity_report(CopyCGM(0), data, batch_size=3)  # batches straddle the two CNNs
-    assert report["by_cnn"]["a"] == {"mae": 0.0, "pearson": pytest.approx(1.0), "n": 5}
+    assert report["by_cnn"]["a"] == {"mae": 0.0, "pearson": pytest.approx(1.0), "n": 5, "mae_se": 0.0,
+                                     "pearson_se": pytest.approx(0.0, abs=1e-7)}
     odd = torch.arange(1, 10, 2)
     expected_b = mae(data.cgm[odd, 0], data.cgm[odd, 1]).mean().item()
     assert report["by_cnn"]["b"]["mae"] == pytest.approx(expected_b, rel=1e-6) and report["by_cnn"]["b"]["n"] == 5
     assert report["by_cnn"]["b"]["pearson"] == pytest.approx(pearson(data.cgm[odd, 0], data.cgm[odd, 1]).mean().item())
     assert report["all"]["mae"] == pytest.approx(expected_b / 2) and report["all"]["n"] == 10
+    per_example = torch.cat([torch.zeros(5, dtype=torch.float64), mae(data.cgm[odd, 0], data.cgm[odd, 1])])
+    assert report["all"]["mae_se"] == pytest.approx(per_example.std().item() / 10**0.5)
+    assert report["per_example"]["cnn"] == [0, 1] * 5
+    assert report["per_example"]["mae"][0::2] == [0.0] * 5 and report["per_example"]["mae"][1::2] == pytest.approx(
+        mae(data.cgm[odd, 0], data.cgm[odd, 1]).tolist())
     # copying CGM 0 is exact for half the examples and so is copying CGM 1; CGM 2 is never the teacher
     assert report["inputs"]["cgm0"]["mae"] == pytest.approx(report["all"]["mae"])
     assert report["inputs"]["cgm2"]["mae"] > report["inputs"]["cgm0"]["mae"]
