@@ -18,7 +18,7 @@ __all__ = ["render_explanations", "run_demo"]
 DEMO_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "demo"
 
 
-def render_explanations(path: Path, images, masks, rep, generated, labels) -> None:
+def render_explanations(path: Path, images, masks, rep, generated, labels, order: str = "last_to_first") -> None:
     """Grid: image | GT mask | teacher | generator map | K cumulative maps, one row per image."""
     import matplotlib
 
@@ -30,9 +30,10 @@ def render_explanations(path: Path, images, masks, rep, generated, labels) -> No
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.6 * rows), squeeze=False)
     for i in range(rows):
         panels = [(images[i].permute(1, 2, 0), None, f"digit {int(labels[i])} -> {int(rep.targets[i])}"),
-                  (masks[i].float(), "gray", "GT mask"), (rep.teacher[i], "jet", "teacher\n(Grad-CAM)"),
+                  (masks[i].float(), "gray", "GT mask"), (rep.teacher[i], "jet", f"teacher: Grad-CAM\nof {rep.teacher_layer}"),
                   (generated[i, 0], "jet", "generator")]
-        panels += [(rep.cgm[i, j], "jet", f"CGM {j}: mean of\n{rep.positions[j] + 1}/{len(rep.layer_names)} layers")
+        end = "last" if order == "last_to_first" else "first"
+        panels += [(rep.cgm[i, j], "jet", f"CGM {j}: mean of the\n{end} {rep.positions[j] + 1}/{len(rep.layer_names)} layers")
                    for j in range(k)]
         for ax, (img, cmap, title) in zip(axes[i], panels):
             ax.imshow(img.numpy(), cmap=cmap, vmin=0, vmax=1)
@@ -55,7 +56,7 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
 
     cnn, cnn_meta = load_cnn(checkpoints / "cnn.safetensors")
     generator, gen_meta = load_generator(checkpoints / "generator.safetensors")
-    rep_config = gen_meta["dataset_config"]
+    rep_config = gen_meta.get("representation") or gen_meta["dataset_config"]
     size = generator.config["size"]
     images, labels, masks = cluttered_digits(num_images, size=cnn_meta["input_size"], seed=10_000 + seed,
                                              split="test")
@@ -76,6 +77,6 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
           f"{1e3 * (t2 - t1):.1f} ms, generator {1e3 * (t3 - t2):.1f} ms")
     score = fidelity(generated[:, 0], rep.teacher)
     print(f"generator vs teacher on these images: MAE {score['mae']:.3f}, Pearson r {score['pearson']:.3f}")
-    render_explanations(out, images, masks, rep, generated, labels)
+    render_explanations(out, images, masks, rep, generated, labels, order=rep_config["order"])
     print(f"wrote {out.resolve()}")
     return out
