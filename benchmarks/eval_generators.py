@@ -1,7 +1,7 @@
 """Fidelity of gsft, lsft and fast to the teacher on held-out images, for CNNs seen in training and
 for an architecture left out of it -- every generator trained with the same budget.
 
-    python benchmarks/eval_generators.py                       # the README's table (~2.5 h on 2 cores, see below)
+    python benchmarks/eval_generators.py                       # the README's table (~2.5 h, see below)
     python benchmarks/eval_generators.py --kinds fast --steps 100   # a quick look
 
 Every stage is a ``fastinterp`` command (printed before it runs) and every stage resumes, so an
@@ -19,6 +19,11 @@ Representation: Grad-CAM, K = 8, 64x64, order first_to_last, teacher = the last 
 map pytorch-grad-cam users call Grad-CAM). With the paper's order (last_to_first) that teacher is
 CGM 0 itself, and the paper's teacher (the first conv layer) is a sparse edge map that the fast
 generator fitted with a near-constant map at this budget (Pearson r 0.055; see benchmarks/NOTES.md).
+
+Time on the 2-core dev machine, one thread per command: zoo 31 min (4 CNNs), datasets 2.5 min,
+fast 3 min, gsft ~40 min, lsft ~60 min, and ~5 min to evaluate each of gsft and lsft. Running
+``--kinds gsft`` and ``--kinds lsft`` in two processes after the datasets exist uses both cores;
+a final run without ``--kinds`` then only evaluates what changed and prints the table.
 """
 
 from __future__ import annotations
@@ -28,20 +33,19 @@ import json
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from fastinterp.dataset_builder import _sha256_file
+
 REPRESENTATION = ["--k", "8", "--size", "64", "--method", "gradcam", "--order", "first_to_last", "--teacher", "last"]
 
 
-def run(command: list[str]) -> float:
-    """Run ``python -m fastinterp <command>``, echoing it; returns its wall time (s)."""
+def run(command: list[str]) -> None:
+    """Run ``python -m fastinterp <command>``, echoing it."""
     print("$ python -m fastinterp " + " ".join(command), flush=True)
-    start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "fastinterp", *command], check=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -78,12 +82,12 @@ def main() -> None:
     rows = []
     for kind in args.kinds:
         folder = args.out / kind
-        seconds = run(["train-generator", "--data", str(data["train"]), "--val", str(data["seen"]), "--kind", kind,
-                       "--out", str(folder), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                       "--lr", str(args.lr), "--strategy", "l1-warmup", "--warmup-steps", str(args.warmup_steps),
-                       "--val-every", "100", "--checkpoint-every", "50", "--resume", *threads])
+        run(["train-generator", "--data", str(data["train"]), "--val", str(data["seen"]), "--kind", kind,
+             "--out", str(folder), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+             "--lr", str(args.lr), "--strategy", "l1-warmup", "--warmup-steps", str(args.warmup_steps),
+             "--val-every", "100", "--checkpoint-every", "50", "--resume", *threads])
         report_path = args.out / f"report_{kind}.json"
-        generator_sha = _sha256(folder / "generator.safetensors")
+        generator_sha = _sha256_file(folder / "generator.safetensors")
         state = json.loads(report_path.read_text()) if report_path.exists() else {}
         if state.get("generator_sha256") == generator_sha:  # same generator bytes: the report stands
             print(f"{report_path}: already evaluates this generator (sha256 {generator_sha[:12]}), reused")
@@ -94,14 +98,14 @@ def main() -> None:
             state["generator_sha256"] = generator_sha
             report_path.write_text(json.dumps(state))
         rows.append((kind, state["reports"][str(data["seen"])], state["reports"][str(data["left_out"])],
-                     _train_seconds(folder), seconds))
+                     _train_seconds(folder)))
 
     print(f"\n# {platform.machine()}, torch threads {args.threads}; {args.steps} steps x batch {args.batch_size}, "
           f"lr {args.lr}, l1-warmup {args.warmup_steps}; train {args.train_n} examples from {', '.join(args.seen)}; "
           f"test {args.test_n} held-out images per CNN; +- = standard error over images")
     print(f"| generator | params | GFLOP | seen: MAE | seen: r | left out ({args.left_out}): MAE | left out: r | train s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for kind, seen_report, left_report, train_s, _ in rows:
+    for kind, seen_report, left_report, train_s in rows:
         params, gflop = _size(kind)
         cells = [f"{r['all']['mae']:.4f} +- {r['all']['mae_se']:.4f} | {r['all']['pearson']:.3f} +- "
                  f"{r['all']['pearson_se']:.3f}" for r in (seen_report, left_report)]
@@ -113,11 +117,11 @@ def main() -> None:
             baseline.append(f"{report['inputs'][best]['mae']:.4f} | {report['inputs'][best]['pearson']:.3f}")
         print(f"| copy the best CGM ({rows[0][1]['best_input']}) | | | {baseline[0]} | {baseline[1]} | |")
         print("\nper CNN (MAE / r):")
-        for kind, seen_report, left_report, _, _ in rows:
+        for kind, seen_report, left_report, _ in rows:
             cells = [f"{cnn} {row['mae']:.4f} / {row['pearson']:.3f}"
                      for cnn, row in [*seen_report["by_cnn"].items(), *left_report["by_cnn"].items()]]
             print(f"  {kind}: " + "; ".join(cells))
-    reference = {kind: (seen, left) for kind, seen, left, _, _ in rows}
+    reference = {kind: (seen, left) for kind, seen, left, _ in rows}
     if "fast" in reference:
         print("\npaired differences, fast minus other (same images; < 0 MAE / > 0 r favours fast):")
         for kind, (seen, left) in reference.items():
@@ -137,12 +141,6 @@ def _size(kind: str) -> tuple[int, float]:
 
     generator = build_generator(kind, k=8, size=64)
     return count_parameters(generator), count_flops(generator, torch.rand(1, 3, 64, 64), torch.rand(1, 8, 64, 64)) / 1e9
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _train_seconds(folder: Path) -> float:
