@@ -22,7 +22,10 @@
 #include <cmath>
 #include <memory>
 #include <vector>
-#if defined(__x86_64__) || defined(__i386__)
+// The AVX2 x-interpolation is x86-64 only and needs GCC/Clang's target attribute; everywhere else
+// (aarch64, MSVC) the scalar loop runs, which compilers auto-vectorise for the baseline ISA.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FASTINTERP_X86_AVX2 1
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -93,7 +96,7 @@ void hinterp_scalar(float* __restrict hr, const float* __restrict n, const Axis&
   for (int64_t x = 0; x < width; ++x) hr[x] = w0[x] * n[j0[x]] + w1[x] * n[j1[x]];
 }
 
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef FASTINTERP_X86_AVX2
 // Same values (same roundings: mul, mul, add) with one unaligned 8-float load per 8 outputs
 // and two in-register permutes instead of 16 scalar gathers. Reads up to 7 floats past the
 // row's last tap: the normalised buffer has that much slack.
@@ -116,7 +119,7 @@ __attribute__((target("avx2"))) void hinterp_avx2(float* __restrict hr, const fl
 using HinterpFn = void (*)(float*, const float*, const Axis&, int64_t);
 
 HinterpFn pick_hinterp() {
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef FASTINTERP_X86_AVX2
   if (__builtin_cpu_supports("avx2")) return hinterp_avx2;
 #endif
   return hinterp_scalar;
@@ -187,10 +190,20 @@ struct Scratch {
   std::vector<int64_t> lo, hi;  // rows [lo, hi] of each layer are valid in its ring
 };
 
-// One task = (sample b, segment of consecutive row blocks). Compiled for AVX2 and for the
-// baseline ISA; the loader picks at run time (target_clones), so the wheel stays portable.
-// Built with -ffp-contract=off: every clone rounds identically (no FMA contraction).
-__attribute__((target_clones("avx2", "default")))
+// One task = (sample b, segment of consecutive row blocks). On x86 with a compiler that has
+// target_clones (GCC >= 6, Clang >= 14) it is compiled for AVX2 and for the baseline ISA and the
+// loader picks at run time, so the wheel stays portable; elsewhere (aarch64, AppleClang) it is
+// compiled once for the target's baseline (NEON on aarch64). Built with -ffp-contract=off: every
+// variant rounds identically (no FMA contraction).
+#if defined(FASTINTERP_X86_AVX2) && defined(__has_attribute)
+#if __has_attribute(target_clones) && !defined(__APPLE__)  // Mach-O has no ifunc to dispatch
+#define FASTINTERP_ISA_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef FASTINTERP_ISA_CLONES
+#define FASTINTERP_ISA_CLONES
+#endif
+FASTINTERP_ISA_CLONES
 void run_task(const Problem& p, Scratch& s, int64_t task) {
   const int64_t width = p.width;
   const int64_t b = task / p.segments, seg = task % p.segments;
@@ -273,13 +286,16 @@ void run_task(const Problem& p, Scratch& s, int64_t task) {
 template <typename T>
 int64_t cumulative_average_cpu(const T* maps, const int64_t* table, int64_t num_layers, int64_t batch,
                                const int64_t* positions, int64_t k, float* out, int64_t height,
-                               int64_t width) {
+                               int64_t width, double rtol) {
   (void)num_layers;
   const int64_t used = positions[k - 1] + 1;  // maps after the last position never matter
   const int64_t total = table[3 * (used - 1)] + batch * table[3 * (used - 1) + 1] * table[3 * (used - 1) + 2];
 
   // ---- phase 1: per (layer, sample) min/max, then N = (x - lo) / (hi - lo) in float64 rounded
-  // to float32 (as the reference; a constant map gives zeros) into `norm` (same layout).
+  // to float32 (as the reference) into `norm` (same layout). A map is constant, and gives zeros,
+  // when hi - lo <= rtol * max(|lo|, |hi|) (noise at the level of its dtype's rounding). A float64
+  // map whose span overflows is normalised from its halves (x/2 - lo/2) / (hi/2 - lo/2): exact
+  // scalings, so it gets the true normalised values, never NaN.
   const int64_t pairs = used * batch;
   constexpr int64_t kSlack = 8;  // hinterp_avx2 may read 7 floats past a row
   // Grow-only, one per calling thread: a fresh 2 MB buffer per call (resnet50, B = 8) cost
@@ -299,11 +315,18 @@ int64_t cumulative_average_cpu(const T* maps, const int64_t* table, int64_t num_
       bad[t] = 1;
       continue;
     }
-    const double span = static_cast<double>(mx) - static_cast<double>(mn);
-    const double lo = static_cast<double>(mn), inv = span > 0 ? 1.0 / span : 0.0;
+    const double scale = std::isfinite(static_cast<double>(mx) - static_cast<double>(mn)) ? 1.0 : 0.5;
+    const double lo = static_cast<double>(mn) * scale, hi = static_cast<double>(mx) * scale;
+    const double span = hi - lo;
+    const bool varies = span > rtol * std::max(std::fabs(lo), std::fabs(hi));
+    const double inv = varies ? 1.0 / span : 0.0;
     const T* __restrict src = maps + start;
     float* __restrict dst = norm_ptr + start;
-    for (int64_t i = 0; i < h * w; ++i) dst[i] = static_cast<float>((static_cast<double>(src[i]) - lo) * inv);
+    if (!varies) {
+      std::fill(dst, dst + h * w, 0.f);
+      continue;
+    }
+    for (int64_t i = 0; i < h * w; ++i) dst[i] = static_cast<float>((static_cast<double>(src[i]) * scale - lo) * inv);
   }
   for (int64_t t = 0; t < pairs; ++t)
     if (bad[t]) return t / batch;
@@ -378,8 +401,8 @@ int64_t cumulative_average_cpu(const T* maps, const int64_t* table, int64_t num_
 }
 
 template int64_t cumulative_average_cpu<float>(const float*, const int64_t*, int64_t, int64_t, const int64_t*,
-                                               int64_t, float*, int64_t, int64_t);
+                                               int64_t, float*, int64_t, int64_t, double);
 template int64_t cumulative_average_cpu<double>(const double*, const int64_t*, int64_t, int64_t,
-                                                const int64_t*, int64_t, float*, int64_t, int64_t);
+                                                const int64_t*, int64_t, float*, int64_t, int64_t, double);
 
 }  // namespace fastinterp

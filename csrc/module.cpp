@@ -10,6 +10,10 @@
 
 #include "cumulative_average.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace py = pybind11;
 
 namespace {
@@ -46,7 +50,7 @@ bool is(const py::buffer_info& info) {
 }
 
 py::ssize_t cumulative_average(py::buffer maps, py::buffer table, py::ssize_t batch, py::buffer positions,
-                               py::buffer out) {
+                               py::buffer out, double rtol) {
   py::buffer_info m = maps.request();
   py::buffer_info t = table.request();
   py::buffer_info p = positions.request();
@@ -79,12 +83,16 @@ py::ssize_t cumulative_average(py::buffer maps, py::buffer table, py::ssize_t ba
       << k << " positions, got " << describe(o);
     throw py::value_error(s.str());
   }
+  if (!(rtol >= 0.0 && rtol < 1.0)) {
+    throw py::value_error("rtol: expected a relative tolerance in [0, 1), got " + std::to_string(rtol));
+  }
   const auto* rows = static_cast<const int64_t*>(t.ptr);
   const int64_t size = m.shape[0];
+  int64_t end = 0;  // where the previous row's block ends: rows must follow each other
   for (int64_t l = 0; l < num_layers; ++l) {
     const int64_t off = rows[3 * l], h = rows[3 * l + 1], w = rows[3 * l + 2];
     // checked in an order that cannot overflow: h, w <= size before forming batch*h*w
-    const bool ok = off >= 0 && h >= 1 && w >= 1 && h <= size && w <= size && h * w <= size &&
+    const bool ok = off >= 0 && h >= 1 && w >= 1 && h <= size && w <= size && h <= size / w &&
                     batch <= size / (h * w) && off <= size - batch * h * w;
     if (!ok) {
       std::ostringstream s;
@@ -92,6 +100,15 @@ py::ssize_t cumulative_average(py::buffer maps, py::buffer table, py::ssize_t ba
         << " does not fit in maps of " << size << " values";
       throw py::value_error(s.str());
     }
+    // The kernel's scratch copy of the maps is sized from the last row it reads, so offsets must
+    // increase and blocks must not overlap (rows in packing order, as fastinterp.ops.packing writes).
+    if (off < end) {
+      std::ostringstream s;
+      s << "table: row " << l << " starts at offset " << off << ", inside or before row " << (l - 1)
+        << " (which ends at " << end << "); expected increasing, non-overlapping blocks in layer order";
+      throw py::value_error(s.str());
+    }
+    end = off + batch * h * w;
   }
   const auto* pos = static_cast<const int64_t*>(p.ptr);
   for (int64_t i = 0; i < k; ++i) {
@@ -108,9 +125,9 @@ py::ssize_t cumulative_average(py::buffer maps, py::buffer table, py::ssize_t ba
   {
     py::gil_scoped_release release;
     bad = f64 ? fastinterp::cumulative_average_cpu(static_cast<const double*>(m.ptr), rows, num_layers, batch,
-                                                    pos, k, static_cast<float*>(o.ptr), height, width)
+                                                    pos, k, static_cast<float*>(o.ptr), height, width, rtol)
               : fastinterp::cumulative_average_cpu(static_cast<const float*>(m.ptr), rows, num_layers, batch,
-                                                    pos, k, static_cast<float*>(o.ptr), height, width);
+                                                    pos, k, static_cast<float*>(o.ptr), height, width, rtol);
   }
   if (bad >= 0) throw py::value_error("maps[" + std::to_string(bad) + "]: contains NaN or infinite values");
   return k;
@@ -124,23 +141,32 @@ PYBIND11_MODULE(_C, m) {
     py::dict info;
 #ifdef _OPENMP
     info["openmp"] = true;
+    info["threads"] = omp_get_max_threads();
 #else
     info["openmp"] = false;
+    info["threads"] = 1;
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+    info["avx2"] = static_cast<bool>(__builtin_cpu_supports("avx2"));
+#else
+    info["avx2"] = false;
 #endif
     info["compiler"] = __VERSION__;
     return info;
-  }, "Compile-time facts about this build (OpenMP, compiler).");
+  }, "Facts about this build: OpenMP (and its thread count), AVX2 used at run time, compiler.");
   m.def("cumulative_average", &cumulative_average, py::arg("maps"), py::arg("table"), py::arg("batch"),
-        py::arg("positions"), py::arg("out"),
+        py::arg("positions"), py::arg("out"), py::arg("rtol"),
         R"doc(Fused normalise + bilinear upsample + running mean of ragged maps, on CPU (OpenMP).
 
 Args:
     maps: 1-D float32 or float64 buffer, the L maps packed layer-major: sample b of layer l is
         the row-major (h_l, w_l) block starting at offset_l + b*h_l*w_l.
-    table: (L, 3) int64 buffer of rows {offset_l, h_l, w_l}.
+    table: (L, 3) int64 buffer of rows {offset_l, h_l, w_l}: increasing offsets, blocks that do
+        not overlap and fit in maps.
     batch: B.
     positions: (K,) int64, strictly increasing layer indices.
     out: (B, K, H, W) float32 C-contiguous writable buffer; every element is written.
+    rtol: a map with max - min <= rtol * max(|min|, |max|) is constant and normalises to zeros.
 
 Returns K. Raises ValueError (naming the argument) on a bad buffer, and
 "maps[l]: contains NaN or infinite values" for non-finite input. Runs without the GIL.)doc");

@@ -5,8 +5,10 @@ Two launches for the whole batch and all layers; nothing full-resolution is writ
 1. ``_stats_kernel``, grid (L_used * B,): per (layer, sample) min, max and a NaN/inf probe of the
    low-resolution map, turned into three float64 parameters: ``c`` (a power of two, 2^-e with
    2^e <= hi - lo < 2^(e+1)), ``nlc = -lo * c`` (exact) and ``inv = 1 / ((hi - lo) * c)``;
-   all zero for a constant map.
-2. ``_cumavg_kernel``, grid (tiles of BLOCK_H x BLOCK_W output pixels, B): for each layer
+   all zero for a constant map (max - min <= rtol * max(|min|, |max|), the reference's rule).
+   A float64 map whose span overflows gets e = 1022 and ``hi * c - lo * c`` as its scaled span:
+   finite, so it is normalised like any other (the reference halves it: the same values).
+2. ``_cumavg_kernel``, grid (B * tiles of BLOCK_H x BLOCK_W output pixels,): for each layer
    l <= positions[-1] it reads taps x straight from the packed maps (cached: the maps are
    small) and maps them to ``d = x * c + nlc`` (exact scaling by a power of two, then one
    rounding: d in [0, 2) whatever the magnitude of the map, so tiny and huge maps lose no
@@ -41,7 +43,7 @@ except ImportError:  # pragma: no cover - exercised on machines without triton
 
 AVAILABLE = triton is not None
 
-__all__ = ["AVAILABLE", "cumulative_average"]
+__all__ = ["AVAILABLE", "cumulative_average", "launch_grid"]
 
 # Tile of output pixels per program. 16 x 32 = 512 pixels, 4 warps -> 4 accumulators per thread;
 # 224 = 7 * 32 so the resnet50/vgg16 224x224 case wastes no lanes along x. Not tuned on a GPU yet
@@ -54,7 +56,7 @@ STATS_BLOCK = 1024
 if AVAILABLE:
 
     @triton.jit
-    def _stats_kernel(maps_ptr, table_ptr, params_ptr, bad_ptr, B,
+    def _stats_kernel(maps_ptr, table_ptr, params_ptr, bad_ptr, B, rtol,
                       BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
         pid = tl.program_id(0)
         layer = pid // B
@@ -81,18 +83,19 @@ if AVAILABLE:
             probe += x * 0.0  # NaN iff some x is NaN or infinite
         lo_s = tl.min(lo, axis=0).to(tl.float64)
         hi_s = tl.max(hi, axis=0).to(tl.float64)
-        span = hi_s - lo_s
-        # e = floor(log2(span)) from the exponent bits, clamped so that c = 2^-e is a normal
-        # number of the compute dtype (float32: 2^-126..2^126).
+        span = hi_s - lo_s  # +inf for a float64 map whose span overflows
+        # e = floor(log2(span)) from the exponent bits (1024 for +inf), clamped so that c = 2^-e
+        # is a normal number of the compute dtype (float32: 2^-126..2^126).
         e = ((span.to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1023
         if IS_FP64:
             e = tl.minimum(tl.maximum(e, -1022), 1022)
         else:
             e = tl.minimum(tl.maximum(e, -126), 126)
         c = ((1023 - e) << 52).to(tl.float64, bitcast=True)
-        varies = span > 0
+        # constant: within rtol of the map's magnitude (the reference's rule; inf > x for overflow)
+        varies = span > rtol * tl.maximum(tl.abs(lo_s), tl.abs(hi_s))
         c = tl.where(varies, c, 0.0)
-        scaled = tl.where(varies, span * c, 1.0)
+        scaled = tl.where(varies, hi_s * c - lo_s * c, 1.0)  # = span * c, finite even when span is not
         inv = tl.where(varies, 1.0 / scaled, 0.0)
         tl.store(params_ptr + 3 * pid, c)
         tl.store(params_ptr + 3 * pid + 1, -(lo_s * c))
@@ -120,11 +123,14 @@ if AVAILABLE:
         return d
 
     @triton.jit
-    def _cumavg_kernel(maps_ptr, table_ptr, params_ptr, pos_ptr, out_ptr, B, K, H, W, tiles_w,
+    def _cumavg_kernel(maps_ptr, table_ptr, params_ptr, pos_ptr, out_ptr, B, K, H, W, tiles_w, tiles,
                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, SEP_ROWS: tl.constexpr,
                        IS_FP64: tl.constexpr):
-        tile = tl.program_id(0)
-        b = tl.program_id(1)
+        # one program per (sample, tile), folded into grid axis 0 (2^31 - 1 programs on CUDA;
+        # axis 1 would cap the batch at 65,535)
+        pid = tl.program_id(0)
+        b = pid // tiles
+        tile = pid % tiles
         ys = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
         xs = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
         h_out = H.to(tl.float32)
@@ -181,30 +187,62 @@ if AVAILABLE:
             start = last + 1
 
 
+def launch_grid(batch: int, height: int, width: int, block_h: int = BLOCK_H,
+                block_w: int = BLOCK_W) -> tuple[tuple[int], int, int]:
+    """(grid, tiles_w, tiles) of ``_cumavg_kernel``: one program per (sample, tile of output
+    pixels), all on grid axis 0, whose CUDA limit (2^31 - 1) bounds B * tiles."""
+    tiles_w = -(-width // block_w)
+    tiles = -(-height // block_h) * tiles_w
+    if batch * tiles >= 2**31:
+        raise ValueError(f"out: {batch} samples x {tiles} tiles of {block_h}x{block_w} pixels exceed the "
+                         "2^31 - 1 programs of one launch; split the batch")
+    return (batch * tiles,), tiles_w, tiles
+
+
 def cumulative_average(data: torch.Tensor, table: list[tuple[int, int, int]], batch: int,
-                       positions: list[int], out: torch.Tensor, *, block_h: int = BLOCK_H,
+                       positions: list[int], out: torch.Tensor, *, rtol: float, block_h: int = BLOCK_H,
                        block_w: int = BLOCK_W, num_warps: int = NUM_WARPS) -> torch.Tensor:
     """Launch both kernels; returns a (L_used, B) int32 tensor, nonzero where a map is not finite.
 
     Args:
         data: packed maps (see ``fastinterp.ops.packing``), 1-D contiguous float16/bfloat16/
             float32/float64, on a CUDA device (or CPU under TRITON_INTERPRET=1).
-        table: rows (offset_l, h_l, w_l), at least positions[-1] + 1 of them.
+        table: rows (offset_l, h_l, w_l), at least positions[-1] + 1 of them, each block inside
+            ``data``.
         batch: B.
-        positions: K strictly increasing layer indices (checked by the caller).
+        positions: K >= 1 strictly increasing layer indices.
         out: (B, K, H, W) float32 contiguous on data's device; fully written.
+        rtol: a map with max - min <= rtol * max(|min|, |max|) normalises to zeros
+            (``fastinterp.ops.cumulative_average.constant_rtol``).
     """
     if not AVAILABLE:
         raise RuntimeError("backend 'triton': the triton package is not installed")
     if data.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"data: expected float16/bfloat16/float32/float64, got {data.dtype}")
-    if out.dtype != torch.float32 or out.dim() != 4 or not out.is_contiguous() or out.device != data.device:
-        raise ValueError(f"out: expected a contiguous float32 (B, K, H, W) tensor on {data.device}, got "
-                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    if data.dim() != 1 or not data.is_contiguous():
+        raise ValueError(f"data: expected a contiguous 1-D tensor (the packed maps), got shape {tuple(data.shape)}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
+    if len(positions) == 0 or any(b <= a for a, b in zip(positions, positions[1:])) or positions[0] < 0:
+        raise ValueError(f"positions: expected strictly increasing indices >= 0, got {list(positions)}")
+    used = positions[-1] + 1
+    if len(table) < used:
+        raise ValueError(f"table: positions reach layer {positions[-1]} but the table has {len(table)} rows")
+    for l, (offset, h, w) in enumerate(table[:used]):
+        if h < 1 or w < 1 or offset < 0 or offset + batch * h * w > data.numel():
+            raise ValueError(f"table: row {l} {{offset {offset}, h {h}, w {w}}} with batch {batch} does not "
+                             f"fit in data of {data.numel()} values")
+    expected = f"(B={batch}, K={len(positions)}, H, W)"
+    if (out.dtype != torch.float32 or out.dim() != 4 or not out.is_contiguous() or out.device != data.device
+            or out.shape[0] != batch or out.shape[1] != len(positions) or 0 in out.shape):
+        raise ValueError(f"out: expected a contiguous float32 tensor of shape {expected} on {data.device}, "
+                         f"got {'contiguous' if out.is_contiguous() else 'non-contiguous'} {out.dtype} "
+                         f"{tuple(out.shape)} on {out.device}")
+    if not 0.0 <= rtol < 1.0:
+        raise ValueError(f"rtol: expected a relative tolerance in [0, 1), got {rtol!r}")
     _, k, height, width = out.shape
     if height * width >= 2**31:
         raise ValueError(f"out: H * W must be < 2^31, got {height} x {width}")
-    used = positions[-1] + 1
     device = data.device
     meta = torch.tensor([v for row in table[:used] for v in row] + list(positions), dtype=torch.int64)
     meta = meta.to(device, non_blocking=True)
@@ -212,10 +250,12 @@ def cumulative_average(data: torch.Tensor, table: list[tuple[int, int, int]], ba
     params = torch.empty(used * batch * 3, dtype=torch.float64, device=device)
     bad = torch.empty(used * batch, dtype=torch.int32, device=device)
     is_fp64 = data.dtype == torch.float64
-    _stats_kernel[(used * batch,)](data, table_t, params, bad, batch, BLOCK=STATS_BLOCK, IS_FP64=is_fp64)
-    tiles_w = triton.cdiv(width, block_w)
-    grid = (triton.cdiv(height, block_h) * tiles_w, batch)
-    _cumavg_kernel[grid](data, table_t, params, pos_t, out, batch, k, height, width, tiles_w,
+    grid, tiles_w, tiles = launch_grid(batch, height, width, block_h, block_w)
+    if used * batch >= 2**31:
+        raise ValueError(f"data: {used} layers x {batch} samples exceed the 2^31 - 1 programs of one launch")
+    _stats_kernel[(used * batch,)](data, table_t, params, bad, batch, float(rtol), BLOCK=STATS_BLOCK,
+                                   IS_FP64=is_fp64)
+    _cumavg_kernel[grid](data, table_t, params, pos_t, out, batch, k, height, width, tiles_w, tiles,
                          BLOCK_H=block_h, BLOCK_W=block_w, SEP_ROWS=block_h + 2, IS_FP64=is_fp64,
                          num_warps=num_warps)
     return bad.view(used, batch)

@@ -170,6 +170,40 @@ def test_constant_maps_give_exact_zeros(backend, device):
     assert torch.equal(out, torch.zeros_like(out))
 
 
+@pytest.mark.parametrize("backend,device", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_rounding_noise_is_a_constant_map_in_every_backend(backend, device, dtype):
+    """A map constant up to a few ulps of its dtype (a uniform map whose channel sum was rounded
+    differently at some pixels) is constant: zeros, not a full 0-to-1 map. A map varying by 64
+    ulps is not. The rule is the reference's (``constant_rtol``), the same in every backend."""
+    from fastinterp.ops import constant_rtol
+
+    eps = torch.finfo(dtype).eps
+    noisy = torch.full((2, 5, 6), 3.7, dtype=dtype)
+    noisy[0, 1, 2] = torch.nextafter(noisy[0, 1, 2], torch.tensor(9.0, dtype=dtype))  # one ulp up
+    noisy[1, 4, 0] = torch.nextafter(noisy[1, 4, 0], torch.tensor(0.0, dtype=dtype))  # one ulp down
+    out = run(backend, [noisy], (7, 9), [0], device)
+    assert torch.equal(out, torch.zeros_like(out))
+    varied = torch.full((2, 5, 6), 3.7, dtype=dtype)
+    varied[:, 2, 3] = 3.7 * (1 + 64 * eps)
+    assert float((varied.amax() - varied.amin()) / varied.amax()) > constant_rtol(dtype)
+    out = run(backend, [varied], (5, 6), [0], device)
+    assert torch.equal(out, cumulative_average_reference([varied], (5, 6), [0]))
+    assert out[:, 0, 2, 3].tolist() == [1.0, 1.0] and out.sum().item() == 2.0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # numpy, in the interpreter
+@pytest.mark.parametrize("backend,device", ALL)
+def test_float64_span_beyond_the_largest_double_is_normalised_not_nan(backend, device):
+    """max - min overflows float64: every backend still returns the exact normalised values
+    (the same size, so no interpolation: (x - min) / (max - min) in [0, 1])."""
+    big = torch.finfo(torch.float64).max
+    m = torch.tensor([[[-big, big], [0.0, big / 2]], [[big, big * 0.5], [-big * 0.5, -big]]], dtype=torch.float64)
+    expected = torch.tensor([[[0.0, 1.0], [0.5, 0.75]], [[1.0, 0.75], [0.25, 0.0]]])
+    out = run(backend, [m, m], (2, 2), [0, 1], device)
+    assert torch.equal(out[:, 0], expected) and torch.equal(out[:, 1], expected)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy, in the interpreter
 @pytest.mark.parametrize("backend,device", ALL)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -258,17 +292,54 @@ def test_packing_layout_and_dtype():
 # ---- the compiled module itself -------------------------------------------------------------
 
 
-def test_build_has_openmp_and_the_kernel():
+def test_build_info_reports_openmp_as_built():
+    """The default build has OpenMP (the CI also builds and tests one without: .ci/wheel_check.sh,
+    which sets FASTINTERP_EXPECT_OPENMP=0)."""
     info = _C.build_info()
-    assert info["openmp"] is True
+    assert info["openmp"] is (os.environ.get("FASTINTERP_EXPECT_OPENMP", "1") == "1")
+    assert info["threads"] >= 1 and isinstance(info["avx2"], bool)
     assert callable(_C.cumulative_average)
+
+
+@needs_triton
+@pytest.mark.parametrize("over,error,match", [
+    (dict(out=torch.zeros(3, 1, 4, 4)), ValueError, r"out: expected a contiguous float32 tensor of shape \(B=2, K=1, H, W\)"),
+    (dict(out=torch.zeros(2, 2, 4, 4)), ValueError, r"out: .*\(B=2, K=1, H, W\).*\(2, 2, 4, 4\)"),
+    (dict(out=torch.zeros(2, 1, 4, 4, dtype=torch.float64)), ValueError, "out: expected a contiguous float32"),
+    (dict(table=[]), ValueError, "table: positions reach layer 0 but the table has 0 rows"),
+    (dict(table=[(0, 3, 4), (24, 1, 1)], positions=[0, 1]), ValueError, r"table: row 1 .* does not fit in data of 24"),
+    (dict(positions=[]), ValueError, "positions: expected strictly increasing"),
+    (dict(batch=0), ValueError, "batch: expected an int >= 1"),
+    (dict(rtol=1.5), ValueError, "rtol"),
+    (dict(data=torch.zeros(2, 12)), ValueError, "data: expected a contiguous 1-D tensor"),
+])
+def test_triton_launcher_validates_its_arguments(over, error, match):
+    from fastinterp.kernels import cumulative_average as kernels
+
+    device = TRITON_DEVICE
+    args = dict(data=torch.zeros(24), table=[(0, 3, 4)], batch=2, positions=[0], out=torch.zeros(2, 1, 4, 4),
+                rtol=1e-6)
+    args.update(over)
+    args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+    with pytest.raises(error, match=match):
+        kernels.cumulative_average(**args)
+
+
+def test_triton_grid_folds_the_batch_into_axis_0():
+    """CUDA caps grid axes 1 and 2 at 65,535: (sample, tile) programs all go on axis 0."""
+    from fastinterp.kernels import cumulative_average as kernels
+
+    grid, tiles_w, tiles = kernels.launch_grid(100_000, 224, 224, block_h=16, block_w=32)
+    assert grid == (100_000 * 14 * 7,) and tiles_w == 7 and tiles == 98
+    with pytest.raises(ValueError, match="split the batch"):
+        kernels.launch_grid(2**31 // 98 + 1, 224, 224, block_h=16, block_w=32)
 
 
 def _c_args(**over):
     import numpy as np
 
     args = dict(maps=np.zeros(2 * 3 * 4, np.float32), table=np.array([[0, 3, 4]], np.int64), batch=2,
-                positions=np.array([0], np.int64), out=np.zeros((2, 1, 5, 5), np.float32))
+                positions=np.array([0], np.int64), out=np.zeros((2, 1, 5, 5), np.float32), rtol=1e-6)
     args.update(over)
     return args
 
@@ -283,6 +354,13 @@ def _c_args(**over):
     (dict(out="np.zeros((2, 1, 5, 10), np.float32)[..., ::2]"), ValueError, "out: expected a C-contiguous"),
     (dict(out="np.zeros((3, 1, 5, 5), np.float32)"), ValueError, r"out: expected shape \(2, 1, H >= 1, W >= 1\)"),
     (dict(batch=0, out="np.zeros((0, 1, 5, 5), np.float32)"), ValueError, "batch: expected >= 1"),
+    (dict(rtol=-1e-6), ValueError, r"rtol: expected a relative tolerance in \[0, 1\)"),
+    # rows out of order: the scratch buffer is sized from the last row, so this wrote out of
+    # bounds (a segfault) before the binding checked the order
+    (dict(maps="np.zeros(28, np.float32)", table="np.array([[24, 1, 2], [0, 3, 4]], np.int64)",
+          positions="np.array([1], np.int64)"), ValueError, r"table: row 1 starts at offset 0, inside or before row 0"),
+    (dict(maps="np.zeros(28, np.float32)", table="np.array([[0, 3, 4], [20, 1, 2]], np.int64)",
+          positions="np.array([1], np.int64)"), ValueError, r"table: row 1 starts at offset 20, .*ends at 24"),
 ])
 def test_compiled_module_validates_its_buffers(over, error, match):
     import numpy as np

@@ -5,9 +5,14 @@
 
 from fastinterp.ops.cumulative_average import (
     BACKENDS,
+    CONSTANT_ULPS,
+    constant_rtol,
     cumulative_average,
     cumulative_average_reference,
     minmax_normalise,
 )
 
-__all__ = ["BACKENDS", "cumulative_average", "cumulative_average_reference", "minmax_normalise"]
+__all__ = [
+    "BACKENDS", "CONSTANT_ULPS", "constant_rtol", "cumulative_average", "cumulative_average_reference",
+    "minmax_normalise",
+]

@@ -3,8 +3,11 @@
 Given L maps ``maps[l]`` of shape (B, h_l, w_l) (any h_l, w_l), an output size (H, W) and K
 strictly increasing positions, the op returns ``out`` of shape (B, K, H, W), float32, in [0, 1]:
 
-    N_l  = (maps[l] - min) / (max - min)   per sample, at the map's own resolution
-           (a constant map, max == min, becomes zeros; computed in float64)
+    N_l  = (maps[l] - min) / (max - min)   per sample, at the map's own resolution, in float64
+           (a *constant* map becomes zeros: max - min <= rtol * max(|min|, |max|), with
+           rtol = CONSTANT_ULPS * eps of the maps' dtype, so rounding noise never becomes a
+           full 0-to-1 map; a float64 map whose max - min overflows is normalised exactly
+           from its halves, never NaN)
     U_l  = bilinear upsampling of N_l to (H, W), align_corners=False (as F.interpolate)
     M_j  = (U_0 + ... + U_j) / (j + 1)    (float32 running sum, then one division)
     out[:, k] = M_{positions[k]}
@@ -35,11 +38,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastinterp.ops.packing import pack_maps, packed_dtype
+from fastinterp.ops.packing import common_dtype, pack_maps, packed_dtype
 from fastinterp.validation import check_positions, check_size
 
 __all__ = [
-    "BACKENDS", "check_finite", "check_maps", "cumulative_average", "cumulative_average_reference", "minmax_normalise",
+    "BACKENDS", "CONSTANT_ULPS", "check_finite", "check_maps", "constant_rtol", "cumulative_average",
+    "cumulative_average_reference", "minmax_normalise",
 ]
 
 
@@ -67,17 +71,37 @@ def check_maps(maps: object, finite: bool = True) -> list[torch.Tensor]:
     return out
 
 
-def minmax_normalise(m: torch.Tensor) -> torch.Tensor:
+# A map is constant when max - min <= CONSTANT_ULPS * eps(dtype) * max(|min|, |max|): variation
+# within a few roundings of its own dtype (e.g. a spatially uniform map summed in another order
+# at some pixels) is noise, not an explanation. The same rule in every backend.
+CONSTANT_ULPS = 16
+
+
+def constant_rtol(dtype: torch.dtype) -> float:
+    """Relative span under which a map of ``dtype`` counts as constant (see ``CONSTANT_ULPS``)."""
+    return CONSTANT_ULPS * torch.finfo(dtype).eps
+
+
+def minmax_normalise(m: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
     """(B, h, w) -> (B, h, w) float32 in [0, 1], per sample; a constant map becomes zeros.
 
-    Computed in float64 so that huge or tiny magnitudes neither overflow nor lose the range.
+    Computed in float64 so that huge or tiny magnitudes neither overflow nor lose the range; a
+    float64 map whose max - min overflows is normalised from its halves (exact scalings).
+
+    Args:
+        rtol: the map is constant when max - min <= rtol * max(|min|, |max|); default
+            :func:`constant_rtol` of ``m``'s dtype.
     """
+    rtol = constant_rtol(m.dtype) if rtol is None else rtol
     m64 = m.detach().to(torch.float64)
     lo = m64.amin(dim=(1, 2), keepdim=True)
     hi = m64.amax(dim=(1, 2), keepdim=True)
+    scale = torch.where(torch.isfinite(hi - lo), 1.0, 0.5).to(torch.float64)
+    lo, hi = lo * scale, hi * scale
     span = hi - lo
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (m64 - lo) / safe, torch.zeros_like(m64)).to(torch.float32)
+    varies = span > rtol * torch.maximum(lo.abs(), hi.abs())
+    safe = torch.where(varies, span, torch.ones_like(span))
+    return torch.where(varies, (m64 * scale - lo) / safe, torch.zeros_like(m64)).to(torch.float32)
 
 
 @torch.no_grad()
@@ -87,11 +111,12 @@ def cumulative_average_reference(
     """Plain PyTorch: the test oracle and the fallback. Arguments are assumed checked."""
     height, width = size
     batch = maps[0].shape[0]
+    rtol = constant_rtol(common_dtype(maps))
     out = torch.empty(batch, len(positions), height, width, dtype=torch.float32, device=maps[0].device)
     running = torch.zeros(batch, 1, height, width, dtype=torch.float32, device=maps[0].device)
     k = 0
     for j, m in enumerate(maps[: positions[-1] + 1]):
-        normalised = minmax_normalise(m).unsqueeze(1)
+        normalised = minmax_normalise(m, rtol).unsqueeze(1)
         running += F.interpolate(normalised, size=(height, width), mode="bilinear", align_corners=False)
         if j == positions[k]:
             out[:, k] = running[:, 0] / (j + 1)
@@ -150,7 +175,7 @@ def _cpp_backend(maps, size, positions, out=None):
     packed = pack_maps(maps, positions[-1] + 1, packed_dtype(maps, (torch.float32, torch.float64)))
     table = np.asarray(packed.table, dtype=np.int64).reshape(-1, 3)
     _C.cumulative_average(packed.data.numpy(), table, packed.batch, np.asarray(positions, dtype=np.int64),
-                          out.detach().numpy())
+                          out.detach().numpy(), constant_rtol(common_dtype(maps)))
     return out
 
 
@@ -174,7 +199,8 @@ def _triton_backend(maps, size, positions, out=None):
     out = _output(out, maps, size, positions)
     supported = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     packed = pack_maps(maps, positions[-1] + 1, packed_dtype(maps, supported))
-    bad = kernels.cumulative_average(packed.data, packed.table, packed.batch, positions, out)
+    bad = kernels.cumulative_average(packed.data, packed.table, packed.batch, positions, out,
+                                     rtol=constant_rtol(common_dtype(maps)))
     if bool(bad.any()):  # the one host sync of this backend
         raise ValueError(f"maps[{int(bad.any(dim=1).nonzero()[0, 0])}]: contains NaN or infinite values")
     return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PackedMaps", "pack_maps", "packed_dtype"]
+__all__ = ["PackedMaps", "common_dtype", "pack_maps", "packed_dtype"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,19 @@ class PackedMaps:
         return len(self.table)
 
 
+def common_dtype(maps: Sequence[torch.Tensor]) -> torch.dtype:
+    """The dtype all of ``maps`` promote to."""
+    dtype = maps[0].dtype
+    for m in maps[1:]:
+        dtype = torch.promote_types(dtype, m.dtype)
+    return dtype
+
+
 def packed_dtype(maps: Sequence[torch.Tensor], supported: Sequence[torch.dtype]) -> torch.dtype:
     """The dtype to pack ``maps`` in: their common (promoted) dtype if ``supported``, else the
     first supported dtype that holds it exactly (float16/bfloat16 -> float32, float64 -> float64).
     """
-    dtype = maps[0].dtype
-    for m in maps[1:]:
-        dtype = torch.promote_types(dtype, m.dtype)
+    dtype = common_dtype(maps)
     if dtype in supported:
         return dtype
     for wider in (torch.float32, torch.float64):
