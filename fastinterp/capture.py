@@ -1,22 +1,27 @@
 """One forward and one backward pass that capture every requested layer's output and gradient.
 
 How it stays exact and leaves the model untouched:
+- The pass runs on an eval view of the model (``fastinterp.eval_view``): shallow copies of its
+  modules sharing its tensors, in eval mode; our hooks go on the copies only. Nothing of the model changes
+  (no flag is flipped, no hook is added), so concurrent calls on one model from several threads
+  neither see each other's forwards nor each other's modes.
 - Forward hooks keep each watched layer's output ``A``; one ``torch.autograd.grad`` call asks for
   ``d y_t / d A`` of all of them at once, so parameter gradients are neither computed nor
-  accumulated and ``.grad`` stays as it was.
+  accumulated and ``.grad`` stays as it was. The input is a fresh leaf that requires grad, so
+  the outputs have a graph also when every parameter is frozen.
 - An output that a later in-place op overwrites (``nn.ReLU(inplace=True)`` right after a conv,
   as in VGG or SqueezeNet) would lose its values and its gradient. The hook then hands the rest of
   the network a clone and keeps the original. Which outputs need it is learned on the first call
   (everything is cloned once, version counters tell which clones were written to) and remembered
-  per model; if a later call finds an unexpected in-place write, it reruns the forward with clones.
-- The pass runs under ``torch.enable_grad()`` (works inside ``torch.no_grad()``), makes a layer
-  output require grad when frozen parameters would leave it without (``requires_grad=False``
-  everywhere), runs in eval semantics, and removes its hooks and restores every ``training`` flag
-  in ``finally``.
+  per model (under a lock); if a later call finds an unexpected in-place write, it reruns the
+  forward with clones.
+- The pass runs under ``torch.enable_grad()`` (works inside ``torch.no_grad()``) and under the
+  caller's autocast, if any (the CAM formulas then run in float32, see ``representation``).
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastinterp.layers import eval_semantics
+from fastinterp.eval_view import add_forward_hook, eval_view
 from fastinterp.validation import check_images, check_model, check_target_range, check_targets
 
 __all__ = ["Capture", "capture"]
@@ -41,18 +46,37 @@ class Capture:
     targets: torch.Tensor  # (B,) int64
 
 
-@dataclass
+@dataclass(frozen=True)
 class _InplaceKnowledge:
-    checked: set[str]  # layer names whose outputs we have watched at least once
-    overwritten: set[str]  # of those, the ones some later op writes in place
+    checked: frozenset[str] = frozenset()  # layer names whose outputs we have watched at least once
+    overwritten: frozenset[str] = frozenset()  # of those, the ones some later op writes in place
 
 
+# What each model's in-place ops do, learned per model; calls read a snapshot and merge what
+# they learned under the lock (concurrent calls on one model only ever add knowledge).
 _KNOWLEDGE: "weakref.WeakKeyDictionary[nn.Module, _InplaceKnowledge]" = weakref.WeakKeyDictionary()
+_KNOWLEDGE_LOCK = threading.Lock()
 
 
-def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+def _knowledge(model: nn.Module) -> _InplaceKnowledge:
+    with _KNOWLEDGE_LOCK:
+        return _KNOWLEDGE.get(model, _InplaceKnowledge())
+
+
+def _learn(model: nn.Module, checked: set[str], overwritten: set[str]) -> None:
+    with _KNOWLEDGE_LOCK:
+        old = _KNOWLEDGE.get(model, _InplaceKnowledge())
+        _KNOWLEDGE[model] = _InplaceKnowledge(old.checked | checked, old.overwritten | overwritten)
+
+
+def _resolve_layers(model: nn.Module, layers: Sequence[str] | None,
+                    also: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
     if layers is None:
-        return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if not also:
+            return convs
+        extra = [(n, m) for n, m in _resolve_layers(model, list(also)) if all(m is not c for _, c in convs)]
+        return convs + extra
     if isinstance(layers, str) or not isinstance(layers, Sequence):
         raise TypeError(f"layers: expected a list of module names, got {type(layers).__name__}")
     if len(layers) == 0:
@@ -78,11 +102,12 @@ def capture(
     layers: Sequence[str] | None = None,
     targets: object = None,
     select: Callable[[list[str]], list[str]] | None = None,
+    also: Sequence[str] = (),
 ) -> Capture:
     """Run ``model`` once forward and once backward, capturing outputs and gradients.
 
     Args:
-        model: eager nn.Module; explained in eval semantics, left exactly as it was.
+        model: eager nn.Module; run as an eval view (``fastinterp.eval_view``), never modified.
         images: (B, C, H, W) float tensor on the model's device and dtype.
         layers: module names to watch (any module whose output is a (B, C, h, w) tensor);
             None watches every ``nn.Conv2d``.
@@ -90,25 +115,25 @@ def capture(
         select: picks, from the watched layers that ran (execution order), the ones whose
             gradients to compute (default: all); e.g. ``lambda names: names[-1:]`` stops the
             backward at the last conv layer.
+        also: more module names to watch when ``layers`` is None (e.g. a teacher block).
     """
     check_model(model)
     check_images(images, model)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("layer maps need autograd: call fastinterp outside torch.inference_mode()")
-    watched = _resolve_layers(model, layers)
+    view = eval_view(model)
+    watched = _resolve_layers(view, layers, also)
     target_tensor = check_targets(targets, images.shape[0], images.device)
 
-    knowledge = _KNOWLEDGE.setdefault(model, _InplaceKnowledge(checked=set(), overwritten=set()))
     for attempt in range(2):
-        outputs, logits = _forward(model, images, watched, knowledge, clone_all=attempt > 0)
+        known = _knowledge(model)
+        outputs, logits = _forward(view, images, watched, known, clone_all=attempt > 0)
         # Was any un-cloned output written in place downstream? Then its values are gone: learn
         # it and run again with clones (happens at most once per layer and model).
         surprises = [n for n, (orig, handed, version, cloned) in outputs.items()
                      if not cloned and orig._version != version]
-        for name, (orig, handed, version, cloned) in outputs.items():
-            knowledge.checked.add(name)
-            if handed._version != version:
-                knowledge.overwritten.add(name)
+        _learn(model, set(outputs), {name for name, (orig, handed, version, cloned) in outputs.items()
+                                     if handed._version != version})
         if not surprises:
             break
     else:  # pragma: no cover - a second in-place surprise with everything cloned cannot happen
@@ -146,8 +171,9 @@ def capture(
     )
 
 
-def _forward(model, images, watched, knowledge: _InplaceKnowledge, clone_all: bool):
-    """One forward with hooks; returns ({name: (original, handed_on, version, cloned)}, logits)."""
+def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: bool):
+    """One forward of the eval ``view`` with hooks on its ``watched`` modules; returns
+    ({name: (original, handed_on, version, cloned)}, logits)."""
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor, int, bool]] = {}
 
     def make_hook(name: str):
@@ -161,18 +187,24 @@ def _forward(model, images, watched, knowledge: _InplaceKnowledge, clone_all: bo
                     "pass layers= without it"
                 )
             detached = not output.requires_grad
-            if detached:  # frozen parameters upstream: a new leaf we can differentiate (never the user's tensor)
+            if detached:  # the model detached it (or it does not depend on the input): a new leaf
                 output = output.detach().requires_grad_(True)
-            clone = clone_all or name not in knowledge.checked or name in knowledge.overwritten
+            # a leaf that requires grad cannot be written in place, so it is never handed on
+            clone = clone_all or detached or name not in knowledge.checked or name in knowledge.overwritten
             handed = output.clone() if clone else output
             outputs[name] = (output, handed, handed._version, clone)
-            return handed if (clone or detached) else None
+            return handed if clone else None
         return hook
 
-    handles = [module.register_forward_hook(make_hook(name)) for name, module in watched]
+    # on the view's modules (never the model's); removed after, as a rerun registers its own
+    handles = [add_forward_hook(module, make_hook(name)) for name, module in watched]
     try:
-        with eval_semantics(model), torch.enable_grad():
-            logits = model(images)
+        # A fresh leaf (not the user's tensor) that requires grad: every layer output gets a
+        # graph even when all parameters are frozen; ``* 1`` so that an in-place op on the
+        # model's input neither fails (a leaf) nor writes into the caller's images.
+        inputs = images.detach().requires_grad_(True) * 1
+        with torch.enable_grad():
+            logits = view(inputs)
     finally:
         for handle in handles:
             handle.remove()

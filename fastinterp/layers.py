@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
-from fastinterp.validation import check_images, check_model, first_conv
+from fastinterp.eval_view import add_forward_hook, eval_view
+from fastinterp.validation import check_images, check_model, first_conv, stem_weight
 
-__all__ = ["conv_layers", "eval_semantics", "module_names"]
+__all__ = ["conv_layers", "module_names"]
 
 DEFAULT_INPUT_SIZE = 224
-
-
-@contextmanager
-def eval_semantics(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode, then put every module's ``training`` flag back as it was.
-
-    Eval mode means BatchNorm uses (and never updates) its running statistics and dropout is off,
-    so explaining a model changes none of its state and each sample is explained independently.
-    """
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
@@ -39,9 +21,10 @@ def module_names(model: nn.Module) -> dict[int, str]:
 def conv_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> list[str]:
     """Qualified names of every ``nn.Conv2d`` that runs in ``model``'s forward, in execution order.
 
-    The order is found by running the model once (under ``no_grad``, in eval semantics, state
-    restored), not from registration order, which differs in e.g. inception_v3 and densenet.
-    A conv module called several times is listed once, at its first call.
+    The order is found by running the model once (under ``no_grad``, on an eval view of it: the
+    model itself is not touched, see ``fastinterp.eval_view``), not from registration order,
+    which differs in e.g. inception_v3 and densenet. A conv module called several times is
+    listed once, at its first call.
 
     Args:
         model: an eager ``nn.Module`` with at least one ``nn.Conv2d``.
@@ -49,11 +32,10 @@ def conv_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> 
             model's device and dtype, C being the first conv's ``in_channels``.
     """
     check_model(model)
-    stem = first_conv(model)
+    stem, weight = first_conv(model), stem_weight(model)
     if example_input is None:
         example_input = torch.zeros(
-            1, stem.in_channels, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE,
-            dtype=stem.weight.dtype, device=stem.weight.device,
+            1, stem.in_channels, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, dtype=weight.dtype, device=weight.device,
         )
         given = False
     else:
@@ -68,26 +50,21 @@ def conv_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> 
                 order.append(name)
         return hook
 
-    handles = [
-        module.register_forward_hook(record(name))
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d)
-    ]
-    try:
-        with eval_semantics(model), torch.no_grad():
-            try:
-                model(example_input)
-            except Exception as error:
-                if given:
-                    raise
-                shape = tuple(example_input.shape)
-                raise ValueError(
-                    f"example_input: the model failed on the default input of shape {shape} "
-                    f"({type(error).__name__}: {error}); pass an example_input of the size it expects"
-                ) from error
-    finally:
-        for handle in handles:
-            handle.remove()
+    view = eval_view(model)  # hooks go on the view's modules, never on the model's
+    for name, module in view.named_modules():
+        if isinstance(module, nn.Conv2d):
+            add_forward_hook(module, record(name))
+    with torch.no_grad():
+        try:
+            view(example_input)
+        except Exception as error:
+            if given:
+                raise
+            shape = tuple(example_input.shape)
+            raise ValueError(
+                f"example_input: the model failed on the default input of shape {shape} "
+                f"({type(error).__name__}: {error}); pass an example_input of the size it expects"
+            ) from error
     if not order:
         raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
     return order

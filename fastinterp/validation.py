@@ -19,6 +19,7 @@ __all__ = [
     "check_size",
     "check_targets",
     "first_conv",
+    "stem_weight",
 ]
 
 
@@ -45,6 +46,18 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
     )
 
 
+def stem_weight(model: nn.Module) -> torch.Tensor:
+    """The stem's weight, for its dtype and device, read without running a parametrization: a
+    parametrized weight (``torch.nn.utils.parametrizations.spectral_norm``...) is computed on every
+    read, and in train mode that read runs a power iteration that changes the model."""
+    stem = first_conv(model)
+    parametrizations = getattr(stem, "parametrizations", None)
+    if isinstance(parametrizations, nn.ModuleDict) and "weight" in parametrizations:
+        originals = parametrizations["weight"]  # "original", or "original0".. for several tensors
+        return originals.original if hasattr(originals, "original") else originals.original0
+    return stem.weight
+
+
 def check_images(images: object, model: nn.Module, name: str = "images") -> torch.Tensor:
     """``images`` must be a finite float tensor (B >= 1, C, H, W) matching the model's stem.
 
@@ -67,7 +80,7 @@ def check_images(images: object, model: nn.Module, name: str = "images") -> torc
             f"{name}: the model's first conv expects {stem.in_channels} channels, got {channels} "
             f"(shape {tuple(images.shape)})"
         )
-    weight = stem.weight
+    weight = stem_weight(model)
     if images.device != weight.device:
         raise ValueError(f"{name}: on {images.device} but the model is on {weight.device}; move one of them")
     if images.dtype != weight.dtype:

@@ -1,0 +1,62 @@
+"""Running a user's model without touching it: a per-call *eval view* of its module tree.
+
+``eval_view(model)`` returns a shallow copy of every module of ``model``: the copies share the
+parameters, buffers and hooks (the same dictionaries: nothing is copied but each module's attribute
+table) but have their own ``training`` flags, all False (eval semantics: BatchNorm reads and never
+updates its running statistics, dropout is off, a parametrization such as spectral_norm runs no
+power iteration). :func:`add_forward_hook` registers a hook on a module of the view: that module
+first gets its own copies of the forward-hook dictionaries, so the model's module never sees it
+(the user's own hooks still run in the view).
+
+Why a view and not ``model.eval()`` + restore: flipping the user's flags and adding hooks to the
+user's modules is visible to everyone using the model at the same time. Two threads explaining
+one model saw each other's forwards through shared hooks, and one thread's restore of the
+training flags put the other's forward in train mode (BatchNorm statistics changed). With a view
+per call, concurrent calls share nothing mutable, and the model is never modified, also if an
+exception is raised mid-way.
+
+Limit: a module that holds other modules outside ``_modules`` (a plain list or an attribute set
+with ``object.__setattr__``) still calls the originals, in their own mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["add_forward_hook", "eval_view"]
+
+# what register_forward_hook writes to (the last two only for its keyword options)
+_FORWARD_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
+def eval_view(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree in eval mode sharing its tensors (see the module doc).
+
+    Costs one attribute-table copy per module (measured in benchmarks/NOTES.md: ~1-2 us each)."""
+    copies: dict[int, nn.Module] = {}
+
+    def copy(module: nn.Module) -> nn.Module:
+        done = copies.get(id(module))
+        if done is not None:  # a module used in several places stays one module
+            return done
+        clone = object.__new__(type(module))  # no __init__, no __getstate__ (parametrized modules refuse it)
+        copies[id(module)] = clone
+        state = module.__dict__.copy()
+        state["training"] = False
+        state["_modules"] = {name: None if child is None else copy(child) for name, child in module._modules.items()}
+        clone.__dict__ = state
+        return clone
+
+    return copy(model)
+
+
+def add_forward_hook(module: nn.Module, hook: Callable) -> RemovableHandle:
+    """``module.register_forward_hook(hook)`` for a module of an eval view, leaving the model's
+    module (whose hook dictionaries the view's module shares until now) untouched."""
+    for key in _FORWARD_HOOK_DICTS:
+        if key in module.__dict__:
+            module.__dict__[key] = module.__dict__[key].copy()
+    return module.register_forward_hook(hook)
