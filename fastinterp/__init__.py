@@ -1,8 +1,9 @@
 """fastinterp: fast explanations of CNN image classifiers (arXiv 2301.08067, made fast).
 
 Dataflow, one module per step:
-    layers (which convs run) -> capture (1 forward + 1 backward) -> cams (per-layer formula)
-    -> representation (maps, cumulative maps, teacher) -> ops (cumulative_average kernels)
+    layers (which convs run) -> eval_view + capture (1 forward + 1 backward, model untouched)
+    -> cams (per-layer formula) -> representation (maps, cumulative maps, teacher)
+    -> ops (cumulative_average kernels); resize (images to the generator's resolution)
 """
 
 from fastinterp import ops
@@ -10,6 +11,8 @@ from fastinterp._version import __version__
 from fastinterp.checkpoint import load_generator
 from fastinterp.layers import conv_layers
 from fastinterp.representation import (
+    DEFAULT_REPRESENTATION,
+    PAPER_PRESET,
     LayerMaps,
     Representation,
     cnn_representation,
@@ -17,9 +20,13 @@ from fastinterp.representation import (
     layer_maps,
     layer_maps_reference,
     paper_positions,
+    representation_options,
 )
+from fastinterp.resize import image_resize_of, resize_images
 
 __all__ = [
+    "DEFAULT_REPRESENTATION",
+    "PAPER_PRESET",
     "LayerMaps",
     "Representation",
     "__version__",
@@ -31,4 +38,7 @@ __all__ = [
     "load_generator",
     "ops",
     "paper_positions",
+    "image_resize_of",
+    "representation_options",
+    "resize_images",
 ]

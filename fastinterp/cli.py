@@ -1,43 +1,115 @@
-"""Command line: ``fastinterp --version`` and the subcommands below (each has ``--help``).
+"""Command line: ``fastinterp --version`` and the subcommands in ``COMMANDS`` (each has --help).
 
-    fastinterp demo              explain freshly generated images with the shipped models
-    fastinterp zoo               train classifiers of several architectures on a built-in dataset
-    fastinterp build-dataset     run CNNs over a dataset, write (image, CGMs, teacher) shards
-    fastinterp train-generator   train an explanation generator (pix2pix objective) on shards
-    fastinterp eval-generator    fidelity of a trained generator to the teacher, per CNN
+Errors a command meets after parsing (a missing checkpoint, a folder without a manifest, a file
+that is not safetensors, a refused representation...) print one line,
+``fastinterp <command>: error: ...``, and exit with status 2, as argparse does for its own
+errors; FASTINTERP_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
 from fastinterp._version import __version__
 
+# name: (module, function, what it does: the one line of `fastinterp --help` and its --help)
+COMMANDS = {
+    "demo": ("fastinterp.cli", "main_demo",
+             "explain freshly generated digits with the shipped CNN and generator; write a PNG grid"),
+    "zoo": ("fastinterp.zoo", "main_zoo",
+            "train CNN classifiers of several architectures on a synthetic dataset"),
+    "build-dataset": ("fastinterp.dataset_builder", "main_build",
+                      "explain a dataset with CNNs into sharded (image, CGMs, teacher map) training examples"),
+    "train-generator": ("fastinterp.cli", "main_train",
+                        "train an explanation generator (pix2pix objective) on built examples"),
+    "eval-generator": ("fastinterp.cli", "main_eval",
+                       "fidelity of a trained generator to the teacher maps of built examples, per CNN"),
+}
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``: prog ``fastinterp <name>``, its one-line description."""
+    return argparse.ArgumentParser(prog=f"fastinterp {name}", description=COMMANDS[name][2])
+
+
+# ---- argument types: bad paths fail at parsing, naming the flag and the command to run ------------
+
+def checkpoint_file(text: str) -> Path:
+    """A readable safetensors file (only its header is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} does not exist or is not a file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.metadata()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"{path} is not a safetensors file ({error})") from None
+    return path
+
+
+def dataset_folder(text: str) -> Path:
+    """A folder written by ``fastinterp build-dataset`` (it holds manifest.json)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a folder; build one with `fastinterp build-dataset`")
+    if not (path / "manifest.json").is_file():
+        raise argparse.ArgumentTypeError(f"{path} holds no manifest.json; build it with `fastinterp build-dataset`")
+    return path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+# ---- subcommands ---------------------------------------------------------------------------------
+
+def main_demo(argv: list[str] | None = None) -> int:
+    parser = command_parser("demo")
+    parser.add_argument("--out", type=Path, default=Path("out/demo_explanations.png"), help="PNG to write")
+    parser.add_argument("--images", type=positive_int, default=6, help="how many images to explain")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from fastinterp.demo import run_demo
+
+    run_demo(args.out, num_images=args.images, seed=args.seed)
+    return 0
+
 
 def main_train(argv: list[str] | None = None) -> int:
-    """``fastinterp train-generator``: GAN training of a generator on a built dataset."""
     from fastinterp.training import STRATEGIES, TrainConfig
 
-    parser = argparse.ArgumentParser(prog="fastinterp train-generator", description=main_train.__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="training shards (fastinterp build-dataset)")
-    parser.add_argument("--val", type=Path, help="validation shards (optional)")
+    parser = command_parser("train-generator")
+    parser.add_argument("--data", type=dataset_folder, required=True, help="training examples (fastinterp build-dataset)")
+    parser.add_argument("--val", type=dataset_folder, help="validation examples (optional)")
     parser.add_argument("--kind", default="fast", choices=("gsft", "lsft", "fast"))
-    parser.add_argument("--opts", default="{}", help='generator options as JSON, e.g. \'{"blocks": 8}\'')
+    parser.add_argument("--opts", type=json.loads, default={}, help='generator options as JSON, e.g. \'{"blocks": 8}\'')
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, history)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=positive_int, default=1000)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--l1-weight", type=float, default=100.0)
     parser.add_argument("--strategy", default="joint", choices=STRATEGIES)
-    parser.add_argument("--d-every", type=int, default=100)
+    parser.add_argument("--d-every", type=positive_int, default=100)
     parser.add_argument("--warmup-steps", type=int, default=200)
-    parser.add_argument("--val-every", type=int, default=100)
-    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--val-every", type=positive_int, default=100)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from --out/train_state.safetensors")
+    parser.add_argument("--allow-teacher-input", action="store_true",
+                        help="train even if a CGM equals the teacher map (refused by default)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
 
@@ -54,17 +126,17 @@ def main_train(argv: list[str] | None = None) -> int:
     sample = train[0]
     k, size = sample["cgm"].shape[0], sample["cgm"].shape[-1]
     torch.manual_seed(args.seed)
-    generator = build_generator(args.kind, k=k, size=size, **json.loads(args.opts))
+    generator = build_generator(args.kind, k=k, size=size, **args.opts)
     discriminator = build_discriminator(size=size)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, l1_weight=args.l1_weight,
                          strategy=args.strategy, d_every=args.d_every, warmup_steps=args.warmup_steps,
                          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
-    manifest = json.loads((args.data / "manifest.json").read_text())
-    dataset_config = manifest.get("config", {})
-    # what cnn_representation(model, images, **representation) must be given to feed this generator
-    representation = {key: dataset_config[key] for key in ("k", "size", "method", "order", "teacher")
-                      if key in dataset_config}
+    dataset_config = train.config
+    # what the generator's inputs must be made with (fastinterp.representation_options reads it back)
+    representation = {key: dataset_config[key] for key in
+                      ("k", "size", "method", "order", "teacher", "skip_1x1", "image_resize") if key in dataset_config}
     history = train_generator(generator, discriminator, train, config, args.out, val_data=val, resume=args.resume,
+                              allow_teacher_input=args.allow_teacher_input,
                               metadata={"dataset": str(args.data), "dataset_config": dataset_config,
                                         "representation": representation, "cnns": dataset_config.get("cnns")})
     if history:
@@ -74,12 +146,12 @@ def main_train(argv: list[str] | None = None) -> int:
 
 
 def main_eval(argv: list[str] | None = None) -> int:
-    """``fastinterp eval-generator``: fidelity (MAE, Pearson r) of a generator to the teacher maps
-    of built datasets, overall and per CNN, beside the best single CGM taken as the explanation."""
-    parser = argparse.ArgumentParser(prog="fastinterp eval-generator", description=main_eval.__doc__)
-    parser.add_argument("--generator", type=Path, required=True, help="generator checkpoint (.safetensors)")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folders (build-dataset)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = command_parser("eval-generator")
+    parser.add_argument("--generator", type=checkpoint_file, required=True,
+                        help="generator checkpoint (fastinterp train-generator)")
+    parser.add_argument("--data", type=dataset_folder, nargs="+", required=True,
+                        help="dataset folders (fastinterp build-dataset)")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--json", type=Path, help="also write the reports here")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -97,8 +169,8 @@ def main_eval(argv: list[str] | None = None) -> int:
     for folder in args.data:
         data = ExplanationDataset(folder)
         if data.config["k"] != generator.config["k"] or data.config["size"] != generator.config["size"]:
-            raise SystemExit(f"--data: {folder} has K={data.config['k']}, size={data.config['size']}; the "
-                             f"generator expects K={generator.config['k']}, size={generator.config['size']}")
+            parser.error(f"--data: {folder} has K={data.config['k']}, size={data.config['size']}; the "
+                         f"generator expects K={generator.config['k']}, size={generator.config['size']}")
         report = fidelity_report(generator, data, batch_size=args.batch_size)
         reports[str(folder)] = report
         best = report["inputs"][report["best_input"]]
@@ -115,34 +187,46 @@ def main_eval(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---- entry point ---------------------------------------------------------------------------------
+
+def version_line() -> str:
+    """``fastinterp --version``: the version and how the CPU kernel was built."""
+    try:
+        from fastinterp import _C
+    except ImportError as error:
+        kernel = f"C++ extension missing ({error})"
+    else:
+        info = _C.build_info()
+        kernel = (f"C++ kernel: OpenMP, {info['threads']} threads" if info["openmp"]
+                  else "C++ kernel: serial (built without OpenMP)")
+        kernel += ", AVX2" if info["avx2"] else ""
+    return f"fastinterp {__version__} ({kernel})"
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Run subcommand ``name``; an error it raises becomes one line on stderr and status 2."""
+    module, function, _ = COMMANDS[name]
+    try:
+        return getattr(importlib.import_module(module), function)(argv)
+    except (ValueError, TypeError, OSError, RuntimeError, ModuleNotFoundError) as error:
+        if os.environ.get("FASTINTERP_DEBUG") == "1":
+            raise
+        hint = "" if isinstance(error, ModuleNotFoundError) else " (FASTINTERP_DEBUG=1 shows the traceback)"
+        print(f"fastinterp {name}: error: {error}{hint}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {
-        "zoo": ("fastinterp.zoo", "main_zoo"),
-        "build-dataset": ("fastinterp.dataset_builder", "main_build"),
-        "train-generator": ("fastinterp.cli", "main_train"),
-        "eval-generator": ("fastinterp.cli", "main_eval"),
-    }
-    if argv and argv[0] in commands:
-        import importlib
-
-        module, name = commands[argv[0]]
-        return getattr(importlib.import_module(module), name)(argv[1:])
-    parser = argparse.ArgumentParser(prog="fastinterp", description=__doc__.split("\n")[0],
-                                     epilog="subcommands: demo, " + ", ".join(commands) + " (each with --help)")
-    parser.add_argument("--version", action="version", version=f"fastinterp {__version__}")
-    sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="explain fresh cluttered digits with the shipped CNN + generator; write a PNG")
-    demo.add_argument("--out", type=Path, default=Path("out/demo_explanations.png"), help="PNG to write")
-    demo.add_argument("--images", type=int, default=6, help="how many images to explain")
-    demo.add_argument("--seed", type=int, default=0)
-    for name in commands:
-        sub.add_parser(name, help=f"see fastinterp {name} --help", add_help=False)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from fastinterp.demo import run_demo
-
-        run_demo(args.out, num_images=args.images, seed=args.seed)
-        return 0
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv[0], argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="fastinterp", description="Fast explanations of CNN image classifiers (arXiv 2301.08067).",
+        epilog="`fastinterp <command> --help` lists a command's options.")
+    parser.add_argument("--version", action="version", version=version_line())
+    sub = parser.add_subparsers(title="commands", metavar="<command>")
+    for name, (_, _, description) in COMMANDS.items():
+        sub.add_parser(name, help=description, add_help=False)
+    parser.parse_args(argv)  # --help, --version, or an unknown command (exit 2)
     parser.print_help()
     return 0

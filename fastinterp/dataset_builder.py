@@ -36,8 +36,9 @@ from fastinterp._version import __version__
 from fastinterp.cams import METHODS
 from fastinterp.checkpoint import save_tensors
 from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
-from fastinterp.representation import ORDERS, cnn_representation
-from fastinterp.validation import first_conv
+from fastinterp.representation import DEFAULT_REPRESENTATION, ORDERS, PRESETS, cnn_representation
+from fastinterp.resize import DEFAULT_IMAGE_RESIZE, resize_images
+from fastinterp.validation import stem_weight
 
 __all__ = ["MANIFEST", "ExplanationDataset", "build_dataset", "main_build"]
 
@@ -125,11 +126,10 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _resize(images: torch.Tensor, masks: torch.Tensor | None, size: tuple[int, int]):
-    """Images (bilinear, antialiased) and masks (nearest) to ``size``; unchanged if already there."""
-    if tuple(images.shape[-2:]) != size:
-        images = nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True,
-                                           align_corners=False).clamp_(0, 1)
+def _resize(images: torch.Tensor, masks: torch.Tensor | None, size: tuple[int, int], method: str):
+    """Images (``fastinterp.resize.resize_images``, as at explain time) and masks (nearest) to
+    ``size``; unchanged if already there."""
+    images = resize_images(images, size, method)
     if masks is not None and tuple(masks.shape[-2:]) != size:
         masks = nn.functional.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
     return images, masks
@@ -152,18 +152,24 @@ def _explain_shard(cnns, data, examples: range, item_of, cnn_of, options: dict[s
         for c in sorted(set(which.tolist())):  # one sub-batch per CNN, in CNN order
             rows = (which == c).nonzero()[:, 0]
             model = cnns[c][1]
-            stem = first_conv(model).weight  # the CNN's device and dtype
+            stem = stem_weight(model)  # the CNN's device and dtype
             rep = cnn_representation(
                 model, images[rows].to(stem.device, stem.dtype),
                 targets=None if options["target"] == "predicted" else labels[rows].to(stem.device),
                 k=options["k"], size=size, method=options["method"], order=options["order"],
-                teacher=options["teacher"], backend=options["backend"])
+                teacher=options["teacher"], skip_1x1=options["skip_1x1"], backend=options["backend"])
             if rep.logits.shape[1] != classes:
                 raise ValueError(f"cnns: {cnns[c][0]!r} has {rep.logits.shape[1]} outputs, the dataset "
                                  f"{classes} classes")
+            if rep.teacher_cgm is not None and not options["allow_teacher_input"]:
+                raise ValueError(
+                    f"teacher: for {cnns[c][0]!r}, CGM {rep.teacher_cgm} is the teacher map itself (layer "
+                    f"{rep.teacher_layer!r}, order {options['order']!r}), so a generator would learn to copy an "
+                    "input; use order='first_to_last' with teacher='last' (the default), or pass "
+                    "allow_teacher_input=True (--allow-teacher-input) if that is what you want")
             out["cgm"][rows], out["teacher"][rows] = rep.cgm.float().cpu(), rep.teacher.float().cpu()
             out["target"][rows], out["prediction"][rows] = rep.targets.cpu(), rep.logits.argmax(1).cpu()
-        images, masks = _resize(images, masks, size)
+        images, masks = _resize(images, masks, size, options["image_resize"])
         out.update(image=images, label=labels, cnn=which, index=torch.tensor(items, dtype=torch.int64))
         if masks is not None:
             out["mask"] = masks
@@ -185,9 +191,11 @@ def build_dataset(
     seed: int = 0,
     split: str = "train",
     input_size: int | None = None,
-    method: str = "gradcam",
-    order: str = "last_to_first",
-    teacher: str = "last",
+    method: str = DEFAULT_REPRESENTATION["method"],
+    order: str = DEFAULT_REPRESENTATION["order"],
+    teacher: str = DEFAULT_REPRESENTATION["teacher"],
+    skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
+    allow_teacher_input: bool = False,
     target: str = "predicted",
     assign: str = "round_robin",
     dtype: str = "float16",
@@ -203,7 +211,10 @@ def build_dataset(
         cnns: [(cnn_id, model), ...]; the models return logits over the dataset's classes.
         dataset: "digits" / "shapes" (synthetic, ``seed``, ``split``, at ``input_size``, default the
             CNNs' common ``.input_size``) or a ``SyntheticImages`` / ``ImageFolderImages`` object.
-        k, size, method, order, teacher, backend: as in :func:`fastinterp.cnn_representation`.
+        k, size, method, order, teacher, skip_1x1, backend: as in :func:`fastinterp.cnn_representation`.
+        allow_teacher_input: build even if a CGM equals the teacher map (``order`` and ``teacher``
+            at the same end: a generator trained on it learns to copy that input); refused by
+            default.
         target: "predicted" (explain the CNN's argmax, the paper's setting) or "label".
         assign: "round_robin" (item j -> CNN j % C) or "all" (every CNN explains every item).
         dtype: storage of image, cgm, teacher: "float16" (half the disk) or "float32".
@@ -227,14 +238,18 @@ def build_dataset(
             raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
     if not isinstance(teacher, str):
         raise TypeError(f"teacher: expected 'last', 'first' or a layer name, got {teacher!r}")
+    for name, value in (("skip_1x1", skip_1x1), ("allow_teacher_input", allow_teacher_input)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name}: expected True or False, got {value!r}")
     count = len(cnns)
     length = n if assign == "round_robin" else math.ceil(n / count)
     data = _resolve_dataset(dataset, length, input_size, seed, split, cnns)
     item_of = (lambda j: j) if assign == "round_robin" else (lambda j: j // count)
     classes = num_classes(data)
 
-    options = {"k": k, "size": size, "method": method, "order": order, "teacher": teacher, "target": target,
-               "backend": backend, "dtype": dtype}
+    options = {"k": k, "size": size, "method": method, "order": order, "teacher": teacher, "skip_1x1": skip_1x1,
+               "allow_teacher_input": allow_teacher_input, "image_resize": DEFAULT_IMAGE_RESIZE,
+               "target": target, "backend": backend, "dtype": dtype}
     config = {**options, "n": n, "assign": assign, "batch_size": batch_size, "shard_size": shard_size,
               "dataset": data.config, "classes": list(data.classes), "torch": torch.__version__,
               "cnns": [{"id": cid, "class": type(m).__name__, "arch": getattr(m, "arch", None),
@@ -304,10 +319,10 @@ class ExplanationDataset(Dataset):
         self.out_dir = Path(out_dir)
         manifest = _read_manifest(self.out_dir)
         if manifest is None:
-            raise ValueError(f"out_dir: {self.out_dir} holds no {MANIFEST}; build it with build_dataset")
+            raise ValueError(f"out_dir: {self.out_dir} holds no {MANIFEST}; build it with `fastinterp build-dataset`")
         if not manifest["complete"] and not allow_incomplete:
             raise ValueError(f"out_dir: {self.out_dir} is incomplete ({len(manifest['shards'])} of "
-                             f"{manifest['num_shards']} shards); rerun build_dataset to finish it "
+                             f"{manifest['num_shards']} shards); rerun `fastinterp build-dataset` (or build_dataset) to finish it "
                              "or pass allow_incomplete=True")
         self.manifest = manifest
         self.config = manifest["config"]
@@ -374,8 +389,10 @@ def _load_cnns(paths: Sequence[Path]) -> list[tuple[str, nn.Module]]:
 
 def main_build(argv: list[str] | None = None) -> int:
     """``fastinterp build-dataset``: explain a dataset with zoo CNNs into a sharded training set."""
-    parser = argparse.ArgumentParser(prog="fastinterp build-dataset", description=main_build.__doc__)
-    parser.add_argument("--cnn", type=Path, nargs="+", required=True, metavar="CHECKPOINT",
+    from fastinterp.cli import checkpoint_file, command_parser
+
+    parser = command_parser("build-dataset")
+    parser.add_argument("--cnn", type=checkpoint_file, nargs="+", required=True, metavar="CHECKPOINT",
                         help="zoo checkpoints (.safetensors); the id of each is its file name stem")
     parser.add_argument("--dataset", required=True,
                         help=f"{' or '.join(sorted(DATASETS))} (synthetic), or a folder <class>/<image>")
@@ -385,9 +402,16 @@ def main_build(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
     parser.add_argument("--k", type=int, default=8, help="cumulative maps per example")
     parser.add_argument("--size", type=int, default=64, help="generator resolution (maps and stored image)")
-    parser.add_argument("--method", default="gradcam", choices=sorted(METHODS))
-    parser.add_argument("--order", default="last_to_first", choices=ORDERS)
-    parser.add_argument("--teacher", default="last", help="'last', 'first' or a layer name")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="representation preset (the options below override it): 'default' is what the "
+                             "shipped generator was trained on, 'paper' the released code of arXiv 2301.08067")
+    parser.add_argument("--method", choices=sorted(METHODS))
+    parser.add_argument("--order", choices=ORDERS)
+    parser.add_argument("--teacher", help="'last', 'first' or a module name")
+    parser.add_argument("--skip-1x1", dest="skip_1x1", action=argparse.BooleanOptionalAction,
+                        help="leave out layers with a 1x1 output (squeeze-excitation convs)")
+    parser.add_argument("--allow-teacher-input", action="store_true",
+                        help="build even if a CGM equals the teacher map (refused by default)")
     parser.add_argument("--target", default="predicted", choices=TARGETS)
     parser.add_argument("--assign", default="round_robin", choices=ASSIGN)
     parser.add_argument("--dtype", default="float16", choices=sorted(STORE_DTYPES))
@@ -406,9 +430,11 @@ def main_build(argv: list[str] | None = None) -> int:
         if len(sizes) != 1:
             parser.error(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
         dataset = image_folder(args.dataset, sizes.pop())
+    rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("method", "order", "teacher", "skip_1x1")}
+    rep.update({key: getattr(args, key) for key in rep if getattr(args, key) is not None})
     manifest = build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
-                             shard_size=args.shard_size, seed=args.seed, split=args.split, method=args.method,
-                             order=args.order, teacher=args.teacher, target=args.target, assign=args.assign,
+                             shard_size=args.shard_size, seed=args.seed, split=args.split, **rep,
+                             allow_teacher_input=args.allow_teacher_input, target=args.target, assign=args.assign,
                              dtype=args.dtype, progress=not args.no_progress, max_shards=args.max_shards)
     state = json.loads(manifest.read_text())
     done = sum(s["count"] for s in state["shards"])

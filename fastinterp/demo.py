@@ -1,24 +1,51 @@
 """The main job: explain freshly generated cluttered digits with the shipped CNN and the shipped
-fast generator (``checkpoints/demo``), time each stage and render a PNG grid.
+fast generator (package data in ``fastinterp/pretrained/demo``), time each stage and render a PNG
+grid.
 
-The two checkpoints were made with the project's own commands: see ``checkpoints/demo/README.md``."""
+The two checkpoints were made with the project's own commands: see
+``fastinterp/pretrained/demo/README.md``. Drawing needs matplotlib (``pip install
+"fastinterp[demo]"``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-from fastinterp.representation import cnn_representation
+from fastinterp.representation import cnn_representation, representation_options
+from fastinterp.resize import image_resize_of, resize_images
 
-__all__ = ["render_explanations", "run_demo"]
+__all__ = ["DEMO_FILES", "demo_checkpoints", "render_explanations", "run_demo"]
+
+DEMO_FILES = ("cnn.safetensors", "generator.safetensors")
 
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "demo"
+@contextmanager
+def demo_checkpoints(folder: str | Path | None = None) -> Iterator[tuple[Path, Path]]:
+    """(cnn, generator) checkpoint paths: the shipped ones (package data, found through
+    ``importlib.resources``, so they resolve in a wheel, an editable install or a zip), or the
+    two files of ``folder``."""
+    if folder is not None:
+        yield Path(folder) / DEMO_FILES[0], Path(folder) / DEMO_FILES[1]
+        return
+    root = resources.files("fastinterp") / "pretrained" / "demo"
+    with resources.as_file(root / DEMO_FILES[0]) as cnn, resources.as_file(root / DEMO_FILES[1]) as generator:
+        yield Path(cnn), Path(generator)
 
 
-def render_explanations(path: Path, images, masks, rep, generated, labels, order: str = "last_to_first") -> None:
+def _require_matplotlib() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError(
+            "the demo draws its picture with matplotlib, which is not installed: "
+            'pip install "fastinterp[demo]"', name="matplotlib")
+
+
+def render_explanations(path: Path, images, masks, rep, generated, labels, order: str = "first_to_last") -> None:
     """Grid: image | GT mask | teacher | generator map | K cumulative maps, one row per image."""
     import matplotlib
 
@@ -47,8 +74,14 @@ def render_explanations(path: Path, images, masks, rep, generated, labels, order
 
 
 def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6, seed: int = 0,
-             checkpoints: Path = DEMO_DIR) -> dict:
+             checkpoints: str | Path | None = None,
+             clock: Callable[[], float] = time.perf_counter) -> dict:
     """Explain fresh cluttered digits with the shipped CNN + fast generator; write a PNG grid.
+
+    Args:
+        checkpoints: a folder holding ``cnn.safetensors`` and ``generator.safetensors`` (default:
+            the shipped ones).
+        clock: seconds, for the stage timings (each stage is timed on the second of two runs).
 
     Returns {"png": path, "generator": {"mae", "pearson"} vs the teacher, "best_cgm": (j, {"mae",
     "pearson"}) for the single CGM closest to the teacher (the baseline the generator must beat),
@@ -59,23 +92,24 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
     from fastinterp.metrics import fidelity
     from fastinterp.zoo import load_cnn
 
-    cnn, cnn_meta = load_cnn(checkpoints / "cnn.safetensors")
-    generator, gen_meta = load_generator(checkpoints / "generator.safetensors")
-    rep_config = gen_meta.get("representation") or gen_meta["dataset_config"]
-    size = generator.config["size"]
+    _require_matplotlib()
+    with demo_checkpoints(checkpoints) as (cnn_path, generator_path):
+        cnn, cnn_meta = load_cnn(cnn_path)
+        generator, gen_meta = load_generator(generator_path)
+    options, image_resize = representation_options(gen_meta), image_resize_of(gen_meta)
+    size = options["size"]
     images, labels, masks = cluttered_digits(num_images, size=cnn_meta["input_size"], seed=10_000 + seed,
                                              split="test")
-    options = {key: rep_config[key] for key in ("k", "method", "order", "teacher")}
     for _ in range(2):  # the first pass warms up allocators and kernels; the second is timed
-        t0 = time.perf_counter()
+        t0 = clock()
         with torch.no_grad():
             cnn(images)
-        t1 = time.perf_counter()
-        rep = cnn_representation(cnn, images, size=size, **options)
-        t2 = time.perf_counter()
+        t1 = clock()
+        rep = cnn_representation(cnn, images, **options)
+        t2 = clock()
         with torch.no_grad():
-            generated = generator(images, rep.cgm)
-        t3 = time.perf_counter()
+            generated = generator(resize_images(images, size, image_resize), rep.cgm)
+        t3 = clock()
     print(f"CNN {cnn_meta['arch']} (test accuracy {cnn_meta['test_accuracy']:.1%}), generator "
           f"{generator.config['kind']} ({gen_meta['steps_done']} training steps); timings: second of two runs, "
           f"{torch.get_num_threads()} threads")
@@ -87,7 +121,7 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
     best = min(range(len(inputs)), key=lambda j: inputs[j]["mae"])
     print(f"generator vs teacher on these images: MAE {score['mae']:.3f}, Pearson r {score['pearson']:.3f} "
           f"(copying the closest input, CGM {best}: MAE {inputs[best]['mae']:.3f}, r {inputs[best]['pearson']:.3f})")
-    render_explanations(out, images, masks, rep, generated, labels, order=rep_config["order"])
+    render_explanations(out, images, masks, rep, generated, labels, order=options["order"])
     print(f"wrote {out.resolve()}")
     return {"png": out, "generator": score, "best_cgm": (best, inputs[best]),
             "ms": {"cnn": 1e3 * (t1 - t0), "representation": 1e3 * (t2 - t1), "generator": 1e3 * (t3 - t2)}}

@@ -18,6 +18,9 @@ from fastinterp.ops import cumulative_average
 from fastinterp.validation import check_size
 
 __all__ = [
+    "DEFAULT_REPRESENTATION",
+    "PAPER_PRESET",
+    "PRESETS",
     "LayerMaps",
     "Representation",
     "cnn_representation",
@@ -25,9 +28,26 @@ __all__ = [
     "layer_maps",
     "layer_maps_reference",
     "paper_positions",
+    "representation_options",
 ]
 
 ORDERS = ("last_to_first", "first_to_last")
+
+# The default: what the shipped generator was trained on. Accumulating from the first conv
+# towards the last keeps the teacher (the last conv's map) out of the inputs: it is 1/L of the
+# last CGM, never a CGM of its own. Every conv layer counts, the 1x1 squeeze-excitation ones too:
+# leaving them out made the fast generator less faithful on mobilenet_v3_small (MAE +0.005 and
+# +0.010 on two seeds, paired; benchmarks/skip_1x1.py, benchmarks/NOTES.md).
+DEFAULT_REPRESENTATION = {"k": 8, "size": 64, "method": "gradcam", "order": "first_to_last", "teacher": "last",
+                          "skip_1x1": False}
+# The released code of arXiv 2301.08067 (see the README's table): its "guided" weights, last to
+# first, teacher = Grad-CAM of the first conv, every conv layer.
+PAPER_PRESET = {"k": 8, "size": 64, "method": "paper-gradcam", "order": "last_to_first", "teacher": "first",
+                "skip_1x1": False}
+PRESETS = {"default": DEFAULT_REPRESENTATION, "paper": PAPER_PRESET}
+# Fields added to the representation after checkpoints had been written without them, and the
+# value those checkpoints were made with.
+_BEFORE_FIELD = {"skip_1x1": False}
 
 
 @dataclass
@@ -52,6 +72,12 @@ class Representation:
     positions: list[int]  # K indices into layer_names where the CGMs are taken
     teacher_layer: str
 
+    @property
+    def teacher_cgm(self) -> int | None:
+        """The CGM that *is* the teacher map (a generator trained on it learns to copy an input),
+        or None. Only CGM 0 can be: it is the first accumulated layer's map alone."""
+        return 0 if self.positions[0] == 0 and self.layer_names[0] == self.teacher_layer else None
+
 
 def _check_method(method: object) -> str:
     if method not in METHODS:
@@ -60,11 +86,14 @@ def _check_method(method: object) -> str:
 
 
 def _maps_from_capture(cap, method: str) -> list[torch.Tensor]:
+    """The CAM of every captured layer, in float32 (float64 for float64 models), also when the
+    caller runs the model under autocast (the formulas run with autocast off)."""
     formula = METHODS[method]
     maps = []
     for a, g in zip(cap.activations, cap.gradients):
         dtype = torch.promote_types(a.dtype, torch.float32)
-        maps.append(formula(a.to(dtype), g.to(dtype)))
+        with torch.autocast(a.device.type, enabled=False):
+            maps.append(formula(a.to(dtype), g.to(dtype)))
     return maps
 
 
@@ -79,7 +108,10 @@ def layer_maps(
 
     Args:
         model: eager ``nn.Module`` returning logits (B, num_classes). It is explained in eval
-            semantics (BatchNorm running statistics, no dropout) and left exactly as it was.
+            semantics (BatchNorm running statistics, no dropout) through an eval view
+            (``fastinterp.eval_view``): the model itself is never modified, and concurrent calls
+            on one model from several threads are safe. Maps are float32 (float64 for a float64
+            model), also under ``torch.autocast``.
         images: (B, C, H, W) float tensor, finite, on the model's device and dtype.
         layers: module names (default: every ``nn.Conv2d`` that runs). Maps come back in
             execution order, whatever order the names are given in.
@@ -146,62 +178,107 @@ def paper_positions(num_layers: int, k: int = 8) -> list[int]:
     return positions
 
 
-def _teacher_index(teacher: object, names: list[str]) -> int:
-    """Index into execution-ordered ``names`` of the teacher layer."""
-    if teacher == "last":
-        return len(names) - 1
-    if teacher == "first":
-        return 0
-    if isinstance(teacher, str) and teacher in names:
-        return names.index(teacher)
-    raise ValueError(f"teacher: expected 'last', 'first' or one of the explained layers {names[:3]}..., got {teacher!r}")
+def _check_teacher(teacher: object) -> str:
+    if not isinstance(teacher, str) or not teacher:
+        raise TypeError(f"teacher: expected 'last', 'first' or a module name, got {teacher!r}")
+    return teacher
 
 
 def cnn_representation(
     model: nn.Module,
     images: torch.Tensor,
     targets: object = None,
-    k: int = 8,
-    size: int | tuple[int, int] = 64,
+    k: int = DEFAULT_REPRESENTATION["k"],
+    size: int | tuple[int, int] = DEFAULT_REPRESENTATION["size"],
     layers: Sequence[str] | None = None,
-    method: str = "gradcam",
-    order: str = "last_to_first",
-    teacher: str = "last",
+    method: str = DEFAULT_REPRESENTATION["method"],
+    order: str = DEFAULT_REPRESENTATION["order"],
+    teacher: str = DEFAULT_REPRESENTATION["teacher"],
+    skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
     backend: str = "auto",
 ) -> Representation:
     """K cumulative maps (CGMs) and a teacher map from one forward and one backward pass.
+
+    The defaults are ``DEFAULT_REPRESENTATION`` (what the shipped generator was trained on); the
+    released code's setting is ``cnn_representation(model, images, **PAPER_PRESET)``.
 
     Args:
         k: number of cumulative maps, positions by :func:`paper_positions`.
         size: output resolution S (int) or (H, W).
         layers: layers to accumulate (default: every conv layer that runs).
         method: CAM formula for every layer (``fastinterp.cams.METHODS``).
-        order: "last_to_first" (the paper's accumulation order) or "first_to_last".
-        teacher: "last" conv, "first" conv, or a layer name: its normalised map at ``size``.
+        order: "first_to_last" (default: the teacher stays out of the inputs) or "last_to_first"
+            (the paper's accumulation order).
+        teacher: "last": the last of the accumulated layers to run (for a multi-branch head, as
+            inception_v3's, that is one branch's conv; name the block instead, e.g.
+            ``teacher="Mixed_7c"``); "first": the first; or the name of any module whose output is
+            (B, C, h, w), captured in the same pass (like pytorch-grad-cam's ``target_layers``).
+            Its normalised map at ``size``.
+        skip_1x1: leave out layers whose output is 1x1 (the squeeze-excitation convs of
+            MobileNetV3/EfficientNet, or late layers of a CNN run on small images): their maps
+            carry no spatial information and normalise to zeros, so counting them dilutes every
+            CGM. Off by default: measured, the generator was less faithful without them
+            (benchmarks/NOTES.md). Layers are counted, and "last"/"first" found, after the skip.
         backend: ``fastinterp.ops.cumulative_average`` backend.
     """
     _check_method(method)
     if order not in ORDERS:
         raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
-    if not (teacher in ("last", "first") or isinstance(teacher, str)):
-        raise TypeError(f"teacher: expected 'last', 'first' or a layer name, got {teacher!r}")
+    teacher = _check_teacher(teacher)
+    if not isinstance(skip_1x1, bool):
+        raise TypeError(f"skip_1x1: expected True or False, got {skip_1x1!r}")
     size = check_size(size)
-    if teacher not in ("last", "first"):  # a layer name: fail before the pass if it cannot be one
-        candidates = layers if layers is not None else [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if teacher not in candidates:
-            raise ValueError(f"teacher: {teacher!r} is not among the explained layers; expected 'last', 'first' or one of them")
-    result = layer_maps(model, images, layers=layers, targets=targets, method=method)
-    t_index = _teacher_index(teacher, result.layer_names)
-    positions = paper_positions(len(result.maps), k)
-
-    maps, names = result.maps, result.layer_names
+    named = teacher not in ("last", "first")
+    if named:
+        modules = dict(model.named_modules())
+        if teacher not in modules:
+            raise ValueError(f"teacher: {teacher!r} is not a module of the model; expected 'last', 'first' or a "
+                             "module name")
+        # a named teacher is watched in the same pass; it is accumulated only if it is one of the layers
+        accumulated = isinstance(modules[teacher], nn.Conv2d) if layers is None else teacher in layers
+        if layers is not None and teacher not in layers:
+            layers = [*layers, teacher]
+    cap = capture(model, images, layers=layers, targets=targets, also=(teacher,) if named and layers is None else ())
+    maps, names = _maps_from_capture(cap, method), list(cap.layer_names)
+    if named:
+        if teacher not in names:
+            raise ValueError(f"teacher: {teacher!r} did not run in the model's forward pass, so it has no map")
+        index = names.index(teacher)
+        teacher_map = maps[index]
+        if not accumulated:
+            del maps[index], names[index]
+    if skip_1x1:
+        kept = [i for i, m in enumerate(maps) if m.shape[1] * m.shape[2] > 1]
+        if not kept:
+            raise ValueError("skip_1x1: every explained layer has a 1x1 output at this input size; pass "
+                             "skip_1x1=False or larger images")
+        maps, names = [maps[i] for i in kept], [names[i] for i in kept]
+    if not named:
+        index = len(names) - 1 if teacher == "last" else 0
+        teacher, teacher_map = names[index], maps[index]
+    positions = paper_positions(len(maps), k)
     if order == "last_to_first":
         maps, names = maps[::-1], names[::-1]
     cgm = cumulative_average(maps, size, positions, backend=backend)
-    teacher_map = cumulative_average([result.maps[t_index]], size, [0], backend=backend)[:, 0]
-    return Representation(cgm=cgm, teacher=teacher_map, logits=result.logits, targets=result.targets,
-                          layer_names=list(names), positions=positions,
-                          teacher_layer=result.layer_names[t_index])
+    teacher_norm = cumulative_average([teacher_map], size, [0], backend=backend)[:, 0]
+    return Representation(cgm=cgm, teacher=teacher_norm, logits=cap.logits, targets=cap.targets,
+                          layer_names=names, positions=positions, teacher_layer=teacher)
+
+
+def representation_options(metadata: dict) -> dict:
+    """The ``cnn_representation`` arguments a generator was trained with, from its checkpoint
+    metadata (``load_generator``'s second value); fields a checkpoint predates get the value it was
+    made with."""
+    rep = metadata.get("representation") or metadata.get("dataset_config")
+    if not isinstance(rep, dict):
+        raise ValueError("metadata: the generator checkpoint records no representation")
+    missing = [key for key in ("k", "size", "method", "order", "teacher") if key not in rep]
+    if missing:
+        raise ValueError(f"metadata: the generator's representation lacks {missing}")
+    options = {key: rep[key] for key in ("k", "size", "method", "order", "teacher")}
+    for key, before in _BEFORE_FIELD.items():
+        options[key] = rep.get(key, before)
+    return options
 
 
 def gradcam(

@@ -7,9 +7,12 @@ Adam(lr 2e-4, betas (0.5, 0.999)) for both. Strategies:
     "joint"      D and G every step (pix2pix);
     "seed"       D once every ``d_every`` G steps (the released code: every 100);
     "l1-warmup"  G on L1 alone for ``warmup_steps``, then joint.
-Data order is a pure function of (seed, step), and the training state (both networks, both
-optimisers, the step) is saved in safetensors, so a resumed run equals an uninterrupted one on the
-CPU bit for bit. Under ``torchrun`` (``torch.distributed`` initialised) each rank takes an equal
+Data order is a pure function of (seed, step), so is any randomness inside the networks (the
+global RNG is reseeded from (seed, step) at every step inside ``torch.random.fork_rng``, so the
+caller's RNG state is left as it was), and the training state (both networks, both optimisers,
+the step) is saved in safetensors, so a resumed run equals an uninterrupted one on the CPU bit
+for bit. Training changes nothing of the caller's but the two networks' weights: their
+``training`` flags and every ``requires_grad`` flag are restored, also after an exception. Under ``torchrun`` (``torch.distributed`` initialised) each rank takes an equal
 slice of every global batch and DistributedDataParallel averages the gradients, so N processes
 train the same model as one process with the same global batch.
 """
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +206,41 @@ def _load_state(path: Path, run: _Run, config: TrainConfig) -> None:
     run.history = meta["history"]
 
 
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """No parameter of ``module`` requires grad inside; each flag is put back as it was after."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def _restored_modes(*modules: nn.Module) -> Iterator[None]:
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def teacher_inputs(dataset, limit: int = 64) -> list[int]:
+    """The CGM channels that equal the teacher map exactly on the first ``limit`` examples (a
+    generator trained on such data learns to copy that input)."""
+    n = min(limit, len(dataset))
+    if n == 0:
+        return []
+    items = [dataset[i] for i in range(n)]
+    cgm = torch.stack([item["cgm"] for item in items])
+    teacher = torch.stack([item["teacher"].reshape(item["cgm"].shape[1:]) for item in items])
+    return [j for j in range(cgm.shape[1]) if torch.equal(cgm[:, j], teacher)]
+
+
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     return F.binary_cross_entropy_with_logits(logits, target)
@@ -218,6 +257,7 @@ def train_generator(
     metadata: dict[str, Any] | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    allow_teacher_input: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``generator`` against ``discriminator`` on ``train_data``; returns the history.
 
@@ -232,82 +272,92 @@ def train_generator(
         metadata: extra facts stored in the generator checkpoint (dataset, CNN ids,
             representation config ...).
         stop_after: stop (with a saved state) after this many steps of this call: for tests.
+        allow_teacher_input: train even if a CGM channel equals the teacher (checked on the
+            first 64 examples; refused by default: the generator would learn to copy it).
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if config.batch_size % world:
         raise ValueError(f"batch_size: {config.batch_size} does not split evenly over {world} processes")
+    copies = teacher_inputs(train_data)
+    if copies and not allow_teacher_input:
+        raise ValueError(
+            f"train_data: CGM {copies[0]} equals the teacher map on every example checked, so the generator "
+            "would learn to copy that input; rebuild the data with order='first_to_last' and teacher='last' "
+            "(fastinterp build-dataset's default), or pass allow_teacher_input=True (--allow-teacher-input)")
     device = next(generator.parameters()).device
-    torch.manual_seed(config.seed)
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    from tqdm import tqdm
 
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    run = _Run(generator, discriminator, opt_g, opt_d)
-    state_path = out_dir / "train_state.safetensors"
-    if resume and state_path.exists():
-        _load_state(state_path, run, config)
+    # the caller gets its modes and RNG state back, also after an exception
+    with _restored_modes(generator, discriminator), torch.random.fork_rng(devices=rng_devices):
+        opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        run = _Run(generator, discriminator, opt_g, opt_d)
+        state_path = out_dir / "train_state.safetensors"
+        if resume and state_path.exists():
+            _load_state(state_path, run, config)
 
-    g_train, d_train = generator, discriminator
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+        g_train, d_train = generator, discriminator
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-        g_train, d_train = DDP(generator), DDP(discriminator)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
-    generator.train()
-    discriminator.train()
-    per_rank = config.batch_size // world
-    last = config.steps if stop_after is None else min(config.steps, run.step + stop_after)
-    bar = tqdm(total=config.steps, initial=run.step, disable=not progress or rank != 0, desc="train", unit="step")
-    started = time.perf_counter()
-    while run.step < last:
-        step = run.step
-        indices = batch_indices(step, config.batch_size, len(train_data), config.seed)
-        batch = _collate(train_data, indices[rank * per_rank : (rank + 1) * per_rank], device)
-        image, cgm, teacher = batch["image"], batch["cgm"], batch["teacher"]
-        adversarial = not (config.strategy == "l1-warmup" and step < config.warmup_steps)
-        update_d = adversarial and (config.strategy != "seed" or step % config.d_every == 0)
+            g_train, d_train = DDP(generator), DDP(discriminator)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+        generator.train()
+        discriminator.train()
+        per_rank = config.batch_size // world
+        last = config.steps if stop_after is None else min(config.steps, run.step + stop_after)
+        bar = tqdm(total=config.steps, initial=run.step, disable=not progress or rank != 0, desc="train", unit="step")
+        started = time.perf_counter()
+        while run.step < last:
+            step = run.step
+            torch.manual_seed(config.seed * 1_000_003 + step)  # inside fork_rng: the caller's RNG is untouched
+            indices = batch_indices(step, config.batch_size, len(train_data), config.seed)
+            batch = _collate(train_data, indices[rank * per_rank : (rank + 1) * per_rank], device)
+            image, cgm, teacher = batch["image"], batch["cgm"], batch["teacher"]
+            adversarial = not (config.strategy == "l1-warmup" and step < config.warmup_steps)
+            update_d = adversarial and (config.strategy != "seed" or step % config.d_every == 0)
 
-        with autocast:
-            fake = g_train(image, cgm)
-        loss_d = torch.zeros((), device=device)
-        if update_d:  # real and fake in one forward (one DDP reduction per backward)
             with autocast:
-                logits = d_train(torch.cat([image, image]), torch.cat([teacher, fake.detach()]))
-                real_logits, fake_logits = logits.float().chunk(2)
-                loss_d = 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+                fake = g_train(image, cgm)
+            loss_d = torch.zeros((), device=device)
+            if update_d:  # real and fake in one forward (one DDP reduction per backward)
+                with autocast:
+                    logits = d_train(torch.cat([image, image]), torch.cat([teacher, fake.detach()]))
+                    real_logits, fake_logits = logits.float().chunk(2)
+                    loss_d = 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
 
-        with autocast:
-            l1 = (fake.float() - teacher.float()).abs().mean()
-            loss_g = config.l1_weight * l1
-            gan = torch.zeros((), device=device)
-            if adversarial:  # through the bare discriminator: its gradients are not needed
-                discriminator.requires_grad_(False)
-                gan = _bce(discriminator(image, fake).float(), True)
-                discriminator.requires_grad_(True)
-                loss_g = loss_g + gan
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        run.step += 1
+            with autocast:
+                l1 = (fake.float() - teacher.float()).abs().mean()
+                loss_g = config.l1_weight * l1
+                gan = torch.zeros((), device=device)
+                if adversarial:  # through the bare discriminator: its gradients are not needed
+                    with _frozen(discriminator):
+                        gan = _bce(discriminator(image, fake).float(), True)
+                    loss_g = loss_g + gan
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            run.step += 1
 
-        record = {"step": run.step, "loss_d": loss_d.item(), "loss_gan": gan.item(), "l1": l1.item()}
-        if val_data is not None and (run.step % config.val_every == 0 or run.step == config.steps):
-            record.update({f"val_{k}": v for k, v in evaluate(generator, val_data).items()})
-        if run.step % config.val_every == 0 or run.step == config.steps or "val_mae" in record:
-            run.history.append(record)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"})
-        bar.update(1)
-        if rank == 0 and (run.step % config.checkpoint_every == 0 or run.step == last):
-            _save_state(state_path, run, config, {"elapsed_s": time.perf_counter() - started})
-    bar.close()
-    if rank == 0:
-        save_generator(out_dir / "generator.safetensors", generator, training=asdict(config),
-                       steps_done=run.step, **(metadata or {}))
-        (out_dir / "history.json").write_text(json.dumps(run.history, indent=1))
-    return run.history
+            record = {"step": run.step, "loss_d": loss_d.item(), "loss_gan": gan.item(), "l1": l1.item()}
+            if val_data is not None and (run.step % config.val_every == 0 or run.step == config.steps):
+                record.update({f"val_{k}": v for k, v in evaluate(generator, val_data).items()})
+            if run.step % config.val_every == 0 or run.step == config.steps or "val_mae" in record:
+                run.history.append(record)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"})
+            bar.update(1)
+            if rank == 0 and (run.step % config.checkpoint_every == 0 or run.step == last):
+                _save_state(state_path, run, config, {"elapsed_s": time.perf_counter() - started})
+        bar.close()
+        if rank == 0:
+            save_generator(out_dir / "generator.safetensors", generator, training=asdict(config),
+                           steps_done=run.step, **(metadata or {}))
+            (out_dir / "history.json").write_text(json.dumps(run.history, indent=1))
+        return run.history

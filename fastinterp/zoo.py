@@ -340,7 +340,9 @@ def train_cnn(
 
 def main_zoo(argv: list[str] | None = None) -> int:
     """``fastinterp zoo``: train several architectures on a synthetic dataset and save them."""
-    parser = argparse.ArgumentParser(prog="fastinterp zoo", description=main_zoo.__doc__)
+    from fastinterp.cli import command_parser
+
+    parser = command_parser("zoo")
     parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ZOO), choices=ARCHS, metavar="ARCH",
                         help=f"architectures to train, from {', '.join(ARCHS)} (default: %(default)s)")
     parser.add_argument("--dataset", default="digits", choices=sorted(DATASETS))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastinterp import cnn_representation
+from fastinterp import cnn_representation, representation_options
 from fastinterp.data import SyntheticImages, image_folder
 from fastinterp.dataset_builder import MANIFEST, ExplanationDataset, build_dataset, main_build
 from fastinterp.zoo import build_cnn, save_cnn
@@ -194,8 +194,9 @@ def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
     assert report == json.loads(json.dumps(fidelity_report(generator, ExplanationDataset(reference))))
     assert "demo1" in capsys.readouterr().out
     other = save_generator(tmp_path / "k4.safetensors", build_generator("fast", k=4, size=SIZE))
-    with pytest.raises(SystemExit, match="K=8"):
+    with pytest.raises(SystemExit) as exit_info:
         main_eval(["--generator", str(other), "--data", str(reference)])
+    assert exit_info.value.code == 2 and "K=8, size=32; the generator expects K=4" in capsys.readouterr().err
 
 
 def test_train_generator_cli_records_the_representation(cnns, reference, tmp_path, capsys):
@@ -209,10 +210,47 @@ def test_train_generator_cli_records_the_representation(cnns, reference, tmp_pat
                        "--steps", "2", "--batch-size", "4", "--val-every", "1"]) == 0
     generator, meta = load_generator(tmp_path / "generator.safetensors")
     config = ExplanationDataset(reference).config
-    assert meta["representation"] == {key: config[key] for key in ("k", "size", "method", "order", "teacher")}
+    assert meta["representation"] == {key: config[key] for key in
+                                      ("k", "size", "method", "order", "teacher", "skip_1x1", "image_resize")}
     assert [c["id"] for c in meta["cnns"]] == ["demo0", "demo1"] and meta["steps_done"] == 2
     images = torch.rand(2, 3, SIZE, SIZE)
-    rep = cnn_representation(cnns[0][1], images, **meta["representation"])  # feeds the generator as trained
+    rep = cnn_representation(cnns[0][1], images, **representation_options(meta))  # feeds the generator as trained
     assert generator(images, rep.cgm).shape == (2, 1, SIZE, SIZE)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history] == [1, 2] and all("val_pearson" in row for row in history)
+
+
+def test_images_are_stored_resized_by_the_explain_time_function(cnns, tmp_path):
+    """One resize (fastinterp.resize_images, antialiased) at build time and at explain time,
+    recorded in the manifest and, through train-generator, in the generator's metadata."""
+    from fastinterp.resize import image_resize_of, resize_images
+
+    build_dataset(cnns, "digits", out_dir=tmp_path, **{**OPTIONS, "input_size": 48, "n": 4})
+    data = ExplanationDataset(tmp_path)
+    assert data.config["image_resize"] == "bilinear-antialias"
+    source = SyntheticImages("digits", 4, size=48, seed=2, split="train")
+    for j in range(4):
+        image = source[j][0]
+        assert torch.equal(data[j]["image"], resize_images(image[None], SIZE)[0].half().float())
+    assert image_resize_of({"representation": {"image_resize": data.config["image_resize"]}}) == "bilinear-antialias"
+    assert image_resize_of({}) == "bilinear-antialias"  # checkpoints from before the field
+    with pytest.raises(ValueError, match="does not have"):
+        image_resize_of({"representation": {"image_resize": "lanczos"}})
+
+
+def test_a_representation_whose_cgm_is_the_teacher_is_refused_unless_asked(cnns, tmp_path):
+    from fastinterp.models import build_discriminator, build_generator
+    from fastinterp.training import TrainConfig, train_generator
+
+    options = {**OPTIONS, "n": 4, "shard_size": 4}
+    with pytest.raises(ValueError, match="CGM 0 is the teacher map itself"):
+        build_dataset(cnns, "digits", out_dir=tmp_path / "refused", order="last_to_first", teacher="last", **options)
+    build_dataset(cnns, "digits", out_dir=tmp_path / "copy", order="last_to_first", teacher="last",
+                  allow_teacher_input=True, **options)
+    data = ExplanationDataset(tmp_path / "copy")
+    assert all(torch.equal(data[i]["cgm"][0], data[i]["teacher"]) for i in range(len(data)))
+    config = TrainConfig(steps=1, batch_size=2, checkpoint_every=10, val_every=10)
+    nets = build_generator("fast", k=8, size=SIZE), build_discriminator(size=SIZE)
+    with pytest.raises(ValueError, match="CGM 0 equals the teacher map"):
+        train_generator(*nets, data, config, tmp_path / "g", progress=False)
+    train_generator(*nets, data, config, tmp_path / "g", progress=False, allow_teacher_input=True)

@@ -108,3 +108,64 @@ def test_gradcam_backward_stops_at_the_last_conv():
     fastinterp.gradcam(model, x)
     assert reached == []
     model.conv1._backward_hooks.clear()
+
+
+# ---- defaults, presets, 1x1 layers, the teacher ------------------------------------------------
+
+def test_defaults_keep_the_teacher_out_of_the_inputs():
+    """With the paper's order and teacher="last", CGM 0 *is* the teacher (a generator learns to
+    copy it). The default accumulates from the first conv, so the teacher is no input."""
+    import inspect
+
+    model, x = build("resnet18"), images_for("resnet18", batch=2)
+    rep = fastinterp.cnn_representation(model, x)
+    assert rep.teacher_cgm is None and rep.layer_names[0] == "conv1" and rep.teacher_layer == "layer4.1.conv2"
+    assert (rep.cgm[:, 0] - rep.teacher).abs().max() > 0.1
+    old = fastinterp.cnn_representation(model, x, order="last_to_first", teacher="last")
+    assert old.teacher_cgm == 0 and torch.equal(old.cgm[:, 0], old.teacher)
+    assert fastinterp.cnn_representation(model, x, **fastinterp.PAPER_PRESET).teacher_cgm is None
+    defaults = {name: p.default for name, p in inspect.signature(fastinterp.cnn_representation).parameters.items()}
+    assert {key: defaults[key] for key in fastinterp.DEFAULT_REPRESENTATION} == fastinterp.DEFAULT_REPRESENTATION
+    assert fastinterp.DEFAULT_REPRESENTATION["order"] == "first_to_last"
+
+
+def test_skip_1x1_leaves_out_the_squeeze_excitation_convs():
+    model, x = build("mobilenet_v3_small"), images_for("mobilenet_v3_small", batch=2)
+    raw = fastinterp.layer_maps(model, x)
+    pointwise = [n for n, m in zip(raw.layer_names, raw.maps) if m.shape[1:] == (1, 1)]
+    assert len(raw.layer_names) == 52 and len(pointwise) == 18
+    assert all(n.endswith((".fc1", ".fc2")) for n in pointwise)  # the SE blocks' convs
+    kept = [(n, m) for n, m in zip(raw.layer_names, raw.maps) if n not in pointwise]
+    rep = fastinterp.cnn_representation(model, x, size=16, skip_1x1=True)
+    assert rep.layer_names == [n for n, _ in kept] and rep.positions == fastinterp.paper_positions(34)
+    assert max_rel_error(rep.cgm, direct_cumulative([m for _, m in kept], (16, 16), rep.positions)) < 1e-5
+    every = fastinterp.cnn_representation(model, x, size=16, skip_1x1=False)
+    assert every.layer_names == raw.layer_names and every.positions == fastinterp.paper_positions(52)
+    with pytest.raises(TypeError, match="skip_1x1"):
+        fastinterp.cnn_representation(model, x, skip_1x1="yes")
+
+
+def test_last_teacher_of_a_multi_branch_head_is_its_last_conv_and_a_block_can_be_named():
+    """teacher="last" means the last conv to run: for inception_v3 one of Mixed_7c's four branches.
+    Naming the block gives Grad-CAM of the concatenated block output, in the same pass."""
+    model, x = build("inception_v3"), images_for("inception_v3", batch=1)  # 96 px: Mixed_7* maps are 1x1
+    rep = fastinterp.cnn_representation(model, x, size=16, skip_1x1=False)
+    assert rep.teacher_layer == "Mixed_7c.branch_pool.conv"
+    block = fastinterp.cnn_representation(model, x, size=16, teacher="Mixed_7c", skip_1x1=False)
+    assert block.teacher_layer == "Mixed_7c" and block.layer_names == rep.layer_names
+    torch.testing.assert_close(block.cgm, rep.cgm, rtol=0, atol=1e-6)
+    torch.testing.assert_close(block.teacher, fastinterp.gradcam(model, x, layer="Mixed_7c", size=16),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="teacher: 'Mixed_9z' is not a module"):
+        fastinterp.cnn_representation(model, x, teacher="Mixed_9z")
+
+
+def test_representation_options_read_back_what_a_generator_was_trained_on():
+    meta = {"representation": {"k": 8, "size": 64, "method": "gradcam", "order": "first_to_last",
+                               "teacher": "last", "image_resize": "bilinear-antialias"}}
+    assert fastinterp.representation_options(meta) == {  # skip_1x1 predates: the value used then
+        "k": 8, "size": 64, "method": "gradcam", "order": "first_to_last", "teacher": "last", "skip_1x1": False}
+    meta["representation"]["skip_1x1"] = True
+    assert fastinterp.representation_options(meta)["skip_1x1"] is True
+    with pytest.raises(ValueError, match="lacks"):
+        fastinterp.representation_options({"representation": {"k": 8}})
