@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
 	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1" "scikit-build-core>=0.11" "pybind11>=2.13"
 	command -v cmake >/dev/null || $(PIP) install --quiet "cmake>=3.18"
 	$(PIP) install --quiet --no-build-isolation -e ".[dev]"
+	# scikit-build-core's editable install resolves every fastinterp module through its own import
+	# hook, and also appends the checkout root (and its parent) to sys.path: drop those lines, so
+	# that nothing of the checkout but fastinterp (not kernels/, tests/, benchmarks/) is importable.
+	sed -i '\|^/|d' $(VENV)/lib/python*/site-packages/_editable_skbc_fastinterp.pth
 	$(PY) -c "import fastinterp._C, fastinterp; print('fastinterp', fastinterp.__version__, 'installed')"
 	touch $(STAMP)
 
@@ -23,8 +27,9 @@ demo: $(STAMP)
 	$(PY) -m fastinterp demo
 
 # Triton kernels run on the CPU through the interpreter in CI (no GPU).
+# PYTHONSAFEPATH: the checkout root is not put on sys.path, so tests import the installed package.
 test: $(STAMP)
-	TRITON_INTERPRET=1 $(PY) -m pytest -q
+	TRITON_INTERPRET=1 PYTHONSAFEPATH=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_representation.py

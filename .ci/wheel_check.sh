@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The package as a user installs it, away from the checkout:
+#   1. build the wheel (pip, build isolation) and install it in a fresh virtual environment;
+#   2. from another directory: `fastinterp demo` without matplotlib must fail with one line naming
+#      the extra (status 2); with the extra it runs; a smoke test of the installed package;
+#   3. build the same wheel with OpenMP off, install it over the first, check that
+#      `fastinterp --version` says so, and run the kernel tests against it (C++ serial fallback;
+#      the Triton kernels through the interpreter, from the wheel's fastinterp.kernels).
+# Called by .ci/run after the README's `make test`. Needs python3 with venv and pip, a compiler,
+# and the package registry. Exit status 0 iff every step passed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+PYTHON=${PYTHON:-python3}
+PIP=(--disable-pip-version-check -q)
+
+echo "== wheel_check 1: build the wheel, install it in a fresh venv ($WORK/venv)"
+"$PYTHON" -m pip wheel "${PIP[@]}" --no-deps -w "$WORK/dist" -Cbuild-dir="$WORK/build" "$ROOT"
+"$PYTHON" -m venv "$WORK/venv"
+V="$WORK/venv/bin"
+"$V/python" -m pip install "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1" "$WORK"/dist/fastinterp-*.whl
+cd "$WORK"  # nothing of the checkout is on sys.path from here
+
+echo "== wheel_check 2a: fastinterp demo without matplotlib"
+status=0
+"$V/fastinterp" demo --out "$WORK/demo.png" 2> "$WORK/demo.err" || status=$?
+cat "$WORK/demo.err"
+test "$status" -eq 2
+test "$(wc -l < "$WORK/demo.err")" -eq 1
+grep -q 'fastinterp demo: error: .*pip install "fastinterp\[demo\]"' "$WORK/demo.err"
+
+echo "== wheel_check 2b: fastinterp demo with the demo extra"
+"$V/python" -m pip install "${PIP[@]}" "$(ls "$WORK"/dist/fastinterp-*.whl)[demo]"
+"$V/fastinterp" demo --out "$WORK/demo.png"
+test -s "$WORK/demo.png"
+
+echo "== wheel_check 2c: smoke test of the installed package"
+"$V/fastinterp" --version
+"$V/python" - <<'PY'
+import importlib.util, sysconfig
+from pathlib import Path
+
+import torch, torchvision
+import fastinterp
+from fastinterp.kernels import cumulative_average as kernels
+
+site = Path(sysconfig.get_paths()["purelib"]).resolve()
+assert Path(fastinterp.__file__).resolve().is_relative_to(site), fastinterp.__file__
+assert Path(kernels.__file__).resolve().is_relative_to(site), kernels.__file__
+assert importlib.util.find_spec("kernels") is None, "a top-level kernels package is importable"
+torch.manual_seed(0)
+model = torchvision.models.resnet18(num_classes=5).eval()
+images = torch.rand(2, 3, 64, 64)
+fast = fastinterp.cnn_representation(model, images, backend="cpp")
+reference = fastinterp.cnn_representation(model, images, backend="torch")
+assert fast.cgm.shape == (2, 8, 64, 64) and fast.teacher_cgm is None
+assert (fast.cgm - reference.cgm).abs().max() <= 1e-5
+print("smoke test passed:", fastinterp.__file__)
+PY
+
+echo "== wheel_check 3: the same wheel built without OpenMP"
+"$PYTHON" -m pip wheel "${PIP[@]}" --no-deps -w "$WORK/dist-serial" -Cbuild-dir="$WORK/build-serial" \
+    -Ccmake.define.FASTINTERP_OPENMP=OFF "$ROOT"
+"$V/python" -m pip install "${PIP[@]}" --force-reinstall --no-deps "$WORK"/dist-serial/fastinterp-*.whl
+"$V/fastinterp" --version | tee "$WORK/version"
+grep -q "serial (built without OpenMP)" "$WORK/version"
+"$V/python" -m pip install "${PIP[@]}" "pytest>=8" "hypothesis>=6.100"
+FASTINTERP_EXPECT_OPENMP=0 TRITON_INTERPRET=1 "$V/python" -m pytest -q -p no:cacheprovider \
+    "$ROOT/tests/test_ops_cumulative_average.py" "$ROOT/tests/test_cumulative_average_reference.py"
+echo "== wheel_check: all passed"
