@@ -30,7 +30,7 @@ import time
 import torch
 
 import fastinterp
-from fastinterp.ops import cumulative_average
+from fastinterp.ops import constant_rtol, cumulative_average
 from fastinterp.ops.packing import pack_maps
 
 K = 8
@@ -158,7 +158,8 @@ def main() -> None:
                         packed = pack_maps(maps, used, torch.float32)
 
                         def fn(packed=packed):
-                            kernels.cumulative_average(packed.data, packed.table, batch, positions, out)
+                            kernels.cumulative_average(packed.data, packed.table, batch, positions, out,
+                                                       rtol=constant_rtol(torch.float32))
                     else:
                         def fn(backend=backend):
                             cumulative_average(maps, size, positions, backend=backend, out=out)

@@ -96,6 +96,25 @@ for bad_value in (float("nan"), float("inf")):
         n += 1
         if not ok:
             fails.append(dict(case=f"non-finite message: {e}"))
+# the batch beyond CUDA's 65,535 limit of grid axis 1 (folded into axis 0), a near-constant map
+# (one ulp of noise: zeros, as the reference), a float64 map whose span overflows (exact values)
+maps = [torch.rand(70_000, 2, 3, device=dev), torch.rand(70_000, 1, 1, device=dev)]
+out = torch.full((70_000, 2, 5, 4), float("nan"), device=dev)
+cumulative_average(maps, (5, 4), [0, 1], backend="triton", out=out)
+err = (out.cpu() - cumulative_average_reference([m.cpu() for m in maps], (5, 4), [0, 1])).abs().max().item()
+n += 1
+if not err <= 1e-5:
+    fails.append(dict(case="batch 70,000", err=err))
+noisy = torch.full((2, 5, 6), 3.7, device=dev)
+noisy[0, 1, 2] = torch.nextafter(noisy[0, 1, 2], torch.tensor(9.0, device=dev))
+big = torch.finfo(torch.float64).max
+huge = torch.tensor([[[-big, big], [0.0, big / 2]]], dtype=torch.float64, device=dev)
+for name, m, expected in (("near-constant", noisy, torch.zeros(2, 1, 5, 6)),
+                          ("float64 span overflow", huge, torch.tensor([[[[0.0, 1.0], [0.5, 0.75]]]]))):
+    got = cumulative_average([m], tuple(m.shape[1:]), [0], backend="triton").cpu()
+    n += 1
+    if not torch.equal(got, expected):
+        fails.append(dict(case=name, got=got.flatten()[:8].tolist()))
 print(f"{n} checks, {len(fails)} failures, worst |err| {worst:.2e}, {time.time() - start:.1f} s")
 for f in fails[:10]:
     print("FAIL", f)
@@ -122,7 +141,7 @@ bw = bench_ops.copy_bandwidth("cuda", bench_ops.timer("cuda"))
 floor = (packed.data.numel() * 4 + out.numel() * 4) / bw
 rows = []
 for bh, bw_, nw in [(16, 32, 4), (8, 32, 2), (8, 64, 4), (16, 64, 4), (32, 32, 4), (32, 32, 8), (16, 128, 8), (32, 64, 8)]:
-    fn = lambda: kernels.cumulative_average(packed.data, packed.table, B, positions, out,
+    fn = lambda: kernels.cumulative_average(packed.data, packed.table, B, positions, out, rtol=2.0**-19,
                                             block_h=bh, block_w=bw_, num_warps=nw)
     t = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e-3
     rows.append(dict(block_h=bh, block_w=bw_, num_warps=nw, us=t * 1e6, x_floor=t / floor))
