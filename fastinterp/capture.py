@@ -2,9 +2,9 @@
 
 How it stays exact and leaves the model untouched:
 - The pass runs on an eval view of the model (``fastinterp.eval_view``): shallow copies of its
-  modules sharing its tensors, in eval mode; our hooks go on the copies only. Nothing of the model changes
-  (no flag is flipped, no hook is added), so concurrent calls on one model from several threads
-  neither see each other's forwards nor each other's modes.
+  modules sharing its tensors, in eval mode; our hooks go on the copies only. Nothing of the
+  model changes (no flag is flipped, no hook is added), so concurrent calls on one model from
+  several threads neither see each other's forwards nor each other's modes.
 - Forward hooks keep each watched layer's output ``A``; one ``torch.autograd.grad`` call asks for
   ``d y_t / d A`` of all of them at once, so parameter gradients are neither computed nor
   accumulated and ``.grad`` stays as it was. The input is a fresh leaf that requires grad, so

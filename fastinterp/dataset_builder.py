@@ -322,8 +322,8 @@ class ExplanationDataset(Dataset):
             raise ValueError(f"out_dir: {self.out_dir} holds no {MANIFEST}; build it with `fastinterp build-dataset`")
         if not manifest["complete"] and not allow_incomplete:
             raise ValueError(f"out_dir: {self.out_dir} is incomplete ({len(manifest['shards'])} of "
-                             f"{manifest['num_shards']} shards); rerun `fastinterp build-dataset` (or build_dataset) to finish it "
-                             "or pass allow_incomplete=True")
+                             f"{manifest['num_shards']} shards); rerun `fastinterp build-dataset` (or "
+                             "build_dataset) to finish it, or pass allow_incomplete=True")
         self.manifest = manifest
         self.config = manifest["config"]
         self.shards = manifest["shards"]
