@@ -20,7 +20,6 @@ include the 1x1 convs of squeeze-excitation blocks, which run on 1x1 maps.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
