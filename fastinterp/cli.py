@@ -134,7 +134,7 @@ def main_train(argv: list[str] | None = None) -> int:
     dataset_config = train.config
     # what the generator's inputs must be made with (fastinterp.representation_options reads it back)
     representation = {key: dataset_config[key] for key in
-                      ("k", "size", "method", "order", "teacher", "skip_1x1", "image_resize") if key in dataset_config}
+                      ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize") if key in dataset_config}
     history = train_generator(generator, discriminator, train, config, args.out, val_data=val, resume=args.resume,
                               allow_teacher_input=args.allow_teacher_input,
                               metadata={"dataset": str(args.data), "dataset_config": dataset_config,

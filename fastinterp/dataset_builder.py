@@ -36,7 +36,7 @@ from fastinterp._version import __version__
 from fastinterp.cams import METHODS
 from fastinterp.checkpoint import save_tensors
 from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
-from fastinterp.representation import DEFAULT_REPRESENTATION, ORDERS, PRESETS, cnn_representation
+from fastinterp.representation import DEFAULT_REPRESENTATION, KINDS, ORDERS, PRESETS, cnn_representation, default_order
 from fastinterp.resize import DEFAULT_IMAGE_RESIZE, resize_images
 from fastinterp.validation import stem_weight
 
@@ -157,7 +157,8 @@ def _explain_shard(cnns, data, examples: range, item_of, cnn_of, options: dict[s
                 model, images[rows].to(stem.device, stem.dtype),
                 targets=None if options["target"] == "predicted" else labels[rows].to(stem.device),
                 k=options["k"], size=size, method=options["method"], order=options["order"],
-                teacher=options["teacher"], skip_1x1=options["skip_1x1"], backend=options["backend"])
+                teacher=options["teacher"], skip_1x1=options["skip_1x1"], kind=options["kind"],
+                backend=options["backend"])
             if rep.logits.shape[1] != classes:
                 raise ValueError(f"cnns: {cnns[c][0]!r} has {rep.logits.shape[1]} outputs, the dataset "
                                  f"{classes} classes")
@@ -192,9 +193,10 @@ def build_dataset(
     split: str = "train",
     input_size: int | None = None,
     method: str = DEFAULT_REPRESENTATION["method"],
-    order: str = DEFAULT_REPRESENTATION["order"],
+    order: str | None = None,
     teacher: str = DEFAULT_REPRESENTATION["teacher"],
     skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
+    kind: str = DEFAULT_REPRESENTATION["kind"],
     allow_teacher_input: bool = False,
     target: str = "predicted",
     assign: str = "round_robin",
@@ -211,7 +213,8 @@ def build_dataset(
         cnns: [(cnn_id, model), ...]; the models return logits over the dataset's classes.
         dataset: "digits" / "shapes" (synthetic, ``seed``, ``split``, at ``input_size``, default the
             CNNs' common ``.input_size``) or a ``SyntheticImages`` / ``ImageFolderImages`` object.
-        k, size, method, order, teacher, skip_1x1, backend: as in :func:`fastinterp.cnn_representation`.
+        k, size, method, order, teacher, skip_1x1, kind, backend: as in
+            :func:`fastinterp.cnn_representation` (``order`` None: the kind's default, recorded resolved).
         allow_teacher_input: build even if a CGM equals the teacher map (``order`` and ``teacher``
             at the same end: a generator trained on it learns to copy that input); refused by
             default.
@@ -231,6 +234,9 @@ def build_dataset(
             raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     if max_shards is not None and (isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 0):
         raise ValueError(f"max_shards: expected None or an int >= 0, got {max_shards!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    order = default_order(kind) if order is None else order
     for name, value, allowed in (("method", method, tuple(METHODS)), ("order", order, ORDERS),
                                  ("target", target, TARGETS), ("assign", assign, ASSIGN),
                                  ("dtype", dtype, tuple(STORE_DTYPES))):
@@ -247,7 +253,7 @@ def build_dataset(
     item_of = (lambda j: j) if assign == "round_robin" else (lambda j: j // count)
     classes = num_classes(data)
 
-    options = {"k": k, "size": size, "method": method, "order": order, "teacher": teacher, "skip_1x1": skip_1x1,
+    options = {"kind": kind, "k": k, "size": size, "method": method, "order": order, "teacher": teacher, "skip_1x1": skip_1x1,
                "allow_teacher_input": allow_teacher_input, "image_resize": DEFAULT_IMAGE_RESIZE,
                "target": target, "backend": backend, "dtype": dtype}
     config = {**options, "n": n, "assign": assign, "batch_size": batch_size, "shard_size": shard_size,
@@ -404,7 +410,11 @@ def main_build(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="generator resolution (maps and stored image)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="representation preset (the options below override it): 'default' is what the "
-                             "shipped generator was trained on, 'paper' the released code of arXiv 2301.08067")
+                             "shipped generator was trained on, 'paper' the released code of arXiv 2301.08067, "
+                             "'activation' the forward-only representation")
+    parser.add_argument("--representation", dest="kind", choices=KINDS,
+                        help="'gradient' (Grad-CAM-like maps of every conv: forward + backward at explain time) or "
+                             "'activation' (forward only: activation maps and the head's CAM)")
     parser.add_argument("--method", choices=sorted(METHODS))
     parser.add_argument("--order", choices=ORDERS)
     parser.add_argument("--teacher", help="'last', 'first' or a module name")
@@ -430,7 +440,7 @@ def main_build(argv: list[str] | None = None) -> int:
         if len(sizes) != 1:
             parser.error(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
         dataset = image_folder(args.dataset, sizes.pop())
-    rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("method", "order", "teacher", "skip_1x1")}
+    rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("kind", "method", "order", "teacher", "skip_1x1")}
     rep.update({key: getattr(args, key) for key in rep if getattr(args, key) is not None})
     manifest = build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
                              shard_size=args.shard_size, seed=args.seed, split=args.split, **rep,

@@ -14,16 +14,20 @@ from torch import nn
 
 from fastinterp.cams import METHODS
 from fastinterp.capture import capture
+from fastinterp.forward_only import activation_layer_maps
 from fastinterp.ops import cumulative_average
 from fastinterp.validation import check_size
 
 __all__ = [
+    "ACTIVATION_REPRESENTATION",
     "DEFAULT_REPRESENTATION",
+    "KINDS",
     "PAPER_PRESET",
     "PRESETS",
     "LayerMaps",
     "Representation",
     "cnn_representation",
+    "default_order",
     "gradcam",
     "layer_maps",
     "layer_maps_reference",
@@ -38,16 +42,21 @@ ORDERS = ("last_to_first", "first_to_last")
 # last CGM, never a CGM of its own. Every conv layer counts, the 1x1 squeeze-excitation ones too:
 # leaving them out made the fast generator less faithful on mobilenet_v3_small (MAE +0.005 and
 # +0.010 on two seeds, paired; benchmarks/skip_1x1.py, benchmarks/NOTES.md).
-DEFAULT_REPRESENTATION = {"k": 8, "size": 64, "method": "gradcam", "order": "first_to_last", "teacher": "last",
-                          "skip_1x1": False}
+DEFAULT_REPRESENTATION = {"kind": "gradient", "k": 8, "size": 64, "method": "gradcam", "order": "first_to_last",
+                          "teacher": "last", "skip_1x1": False}
 # The released code of arXiv 2301.08067 (see the README's table): its "guided" weights, last to
 # first, teacher = Grad-CAM of the first conv, every conv layer.
-PAPER_PRESET = {"k": 8, "size": 64, "method": "paper-gradcam", "order": "last_to_first", "teacher": "first",
-                "skip_1x1": False}
-PRESETS = {"default": DEFAULT_REPRESENTATION, "paper": PAPER_PRESET}
+PAPER_PRESET = {"kind": "gradient", "k": 8, "size": 64, "method": "paper-gradcam", "order": "last_to_first",
+                "teacher": "first", "skip_1x1": False}
+# The forward-only representation (``fastinterp.forward_only``): no backward at explain time. The
+# teacher a generator learns is still Grad-CAM of the last conv (computed at dataset build time).
+ACTIVATION_REPRESENTATION = {"kind": "activation", "k": 8, "size": 64, "method": "gradcam", "order": "last_to_first",
+                             "teacher": "last", "skip_1x1": False}
+PRESETS = {"default": DEFAULT_REPRESENTATION, "paper": PAPER_PRESET, "activation": ACTIVATION_REPRESENTATION}
+KINDS = ("gradient", "activation")
 # Fields added to the representation after checkpoints had been written without them, and the
 # value those checkpoints were made with.
-_BEFORE_FIELD = {"skip_1x1": False}
+_BEFORE_FIELD = {"skip_1x1": False, "kind": "gradient"}
 
 
 @dataclass
@@ -65,12 +74,12 @@ class Representation:
     """Input of the explanation generator, for B images."""
 
     cgm: torch.Tensor  # (B, K, S, S) float32 in [0, 1]: cumulative maps at ``positions``
-    teacher: torch.Tensor  # (B, S, S) float32 in [0, 1]: normalised map of the teacher layer
+    teacher: torch.Tensor | None  # (B, S, S) float32 in [0, 1]: normalised map of the teacher layer
     logits: torch.Tensor  # (B, num_classes)
     targets: torch.Tensor  # (B,) int64
     layer_names: list[str]  # accumulation order (``order``), length L
     positions: list[int]  # K indices into layer_names where the CGMs are taken
-    teacher_layer: str
+    teacher_layer: str | None
 
     @property
     def teacher_cgm(self) -> int | None:
@@ -184,57 +193,15 @@ def _check_teacher(teacher: object) -> str:
     return teacher
 
 
-def cnn_representation(
-    model: nn.Module,
-    images: torch.Tensor,
-    targets: object = None,
-    k: int = DEFAULT_REPRESENTATION["k"],
-    size: int | tuple[int, int] = DEFAULT_REPRESENTATION["size"],
-    layers: Sequence[str] | None = None,
-    method: str = DEFAULT_REPRESENTATION["method"],
-    order: str = DEFAULT_REPRESENTATION["order"],
-    teacher: str = DEFAULT_REPRESENTATION["teacher"],
-    skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
-    backend: str = "auto",
-) -> Representation:
-    """K cumulative maps (CGMs) and a teacher map from one forward and one backward pass.
-
-    The defaults are ``DEFAULT_REPRESENTATION`` (what the shipped generator was trained on); the
-    released code's setting is ``cnn_representation(model, images, **PAPER_PRESET)``.
-
-    Args:
-        k: number of cumulative maps, positions by :func:`paper_positions`.
-        size: output resolution S (int) or (H, W).
-        layers: layers to accumulate (default: every conv layer that runs).
-        method: CAM formula for every layer (``fastinterp.cams.METHODS``).
-        order: "first_to_last" (default: the teacher stays out of the inputs) or "last_to_first"
-            (the paper's accumulation order).
-        teacher: "last": the last of the accumulated layers to run (for a multi-branch head, as
-            inception_v3's, that is one branch's conv; name the block instead, e.g.
-            ``teacher="Mixed_7c"``); "first": the first; or the name of any module whose output is
-            (B, C, h, w), captured in the same pass (like pytorch-grad-cam's ``target_layers``).
-            Its normalised map at ``size``.
-        skip_1x1: leave out layers whose output is 1x1 (the squeeze-excitation convs of
-            MobileNetV3/EfficientNet, or late layers of a CNN run on small images): their maps
-            carry no spatial information and normalise to zeros, so counting them dilutes every
-            CGM. Off by default: measured, the generator was less faithful without them
-            (benchmarks/NOTES.md). Layers are counted, and "last"/"first" found, after the skip.
-        backend: ``fastinterp.ops.cumulative_average`` backend.
-    """
-    _check_method(method)
-    if order not in ORDERS:
-        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
-    teacher = _check_teacher(teacher)
-    if not isinstance(skip_1x1, bool):
-        raise TypeError(f"skip_1x1: expected True or False, got {skip_1x1!r}")
-    size = check_size(size)
+def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1):
+    """One capture: (maps, names, teacher name, teacher map, capture) in execution order, after the
+    skip, with a named teacher watched in the same pass (accumulated only if it is one of the layers)."""
     named = teacher not in ("last", "first")
     if named:
         modules = dict(model.named_modules())
         if teacher not in modules:
             raise ValueError(f"teacher: {teacher!r} is not a module of the model; expected 'last', 'first' or a "
                              "module name")
-        # a named teacher is watched in the same pass; it is accumulated only if it is one of the layers
         accumulated = isinstance(modules[teacher], nn.Conv2d) if layers is None else teacher in layers
         if layers is not None and teacher not in layers:
             layers = [*layers, teacher]
@@ -247,22 +214,106 @@ def cnn_representation(
         teacher_map = maps[index]
         if not accumulated:
             del maps[index], names[index]
-    if skip_1x1:
-        kept = [i for i, m in enumerate(maps) if m.shape[1] * m.shape[2] > 1]
-        if not kept:
-            raise ValueError("skip_1x1: every explained layer has a 1x1 output at this input size; pass "
-                             "skip_1x1=False or larger images")
-        maps, names = [maps[i] for i in kept], [names[i] for i in kept]
+    maps, names = _skip_1x1(maps, names, skip_1x1)
     if not named:
         index = len(names) - 1 if teacher == "last" else 0
         teacher, teacher_map = names[index], maps[index]
+    return maps, names, teacher, teacher_map, cap
+
+
+def _skip_1x1(maps, names, skip_1x1):
+    if not skip_1x1:
+        return maps, names
+    kept = [i for i, m in enumerate(maps) if m.shape[1] * m.shape[2] > 1]
+    if not kept:
+        raise ValueError("skip_1x1: every explained layer has a 1x1 output at this input size; pass "
+                         "skip_1x1=False or larger images")
+    return [maps[i] for i in kept], [names[i] for i in kept]
+
+
+def default_order(kind: str) -> str:
+    """The accumulation order a representation kind uses unless told: "first_to_last" for the
+    gradient kind (the teacher stays out of the inputs), "last_to_first" for the activation kind
+    (its only class-specific map, the head's CAM, comes last in execution: CGM 0)."""
+    return "last_to_first" if kind == "activation" else "first_to_last"
+
+
+def cnn_representation(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: object = None,
+    k: int = DEFAULT_REPRESENTATION["k"],
+    size: int | tuple[int, int] = DEFAULT_REPRESENTATION["size"],
+    layers: Sequence[str] | None = None,
+    method: str = DEFAULT_REPRESENTATION["method"],
+    order: str | None = None,
+    teacher: str | None = DEFAULT_REPRESENTATION["teacher"],
+    skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
+    kind: str = DEFAULT_REPRESENTATION["kind"],
+    backend: str = "auto",
+) -> Representation:
+    """K cumulative maps (CGMs) and a teacher map from one forward and one backward pass.
+
+    The defaults are ``DEFAULT_REPRESENTATION`` (what the shipped generator was trained on); the
+    released code's setting is ``cnn_representation(model, images, **PAPER_PRESET)``.
+
+    Args:
+        k: number of cumulative maps, positions by :func:`paper_positions`.
+        size: output resolution S (int) or (H, W).
+        layers: layers to accumulate (default: every conv layer that runs; the gradient kind only).
+        method: CAM formula for every layer (``fastinterp.cams.METHODS``) and for the teacher.
+        order: "first_to_last" or "last_to_first" (the paper's accumulation order); None: the
+            kind's default (:func:`default_order`).
+        teacher: "last": the last of the accumulated layers to run (for a multi-branch head, as
+            inception_v3's, that is one branch's conv; name the block instead, e.g.
+            ``teacher="Mixed_7c"``); "first": the first; or the name of any module whose output is
+            (B, C, h, w), captured in the same pass (like pytorch-grad-cam's ``target_layers``).
+            Its normalised ``method`` map at ``size``. None: no teacher (``.teacher`` is None; the
+            activation kind then runs no backward at all).
+        skip_1x1: leave out layers whose output is 1x1 (the squeeze-excitation convs of
+            MobileNetV3/EfficientNet, or late layers of a CNN run on small images): their maps
+            carry no spatial information and normalise to zeros, so counting them dilutes every
+            CGM. Off by default: measured, the generator was less faithful without them
+            (benchmarks/NOTES.md). Layers are counted, and "last"/"first" found, after the skip.
+        kind: "gradient" (every layer's ``method`` map: one forward + one backward) or
+            "activation" (``fastinterp.forward_only``: every conv's ``mean_c |A|`` and the head's
+            CAM from one forward; the teacher, if any, needs a gradient pass of its own).
+        backend: ``fastinterp.ops.cumulative_average`` backend.
+    """
+    _check_method(method)
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    order = default_order(kind) if order is None else order
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+    if teacher is not None:
+        teacher = _check_teacher(teacher)
+    if not isinstance(skip_1x1, bool):
+        raise TypeError(f"skip_1x1: expected True or False, got {skip_1x1!r}")
+    size = check_size(size)
+    teacher_map = None
+    if kind == "gradient":
+        maps, names, teacher_name, teacher_map, cap = _gradient_maps(
+            model, images, targets, layers, method, "last" if teacher is None else teacher, skip_1x1)
+        logits, targets_out = cap.logits, cap.targets
+        if teacher is None:
+            teacher_name, teacher_map = None, None
+    else:
+        if layers is not None:
+            raise ValueError("layers: the activation kind accumulates every conv layer that runs; pass layers=None")
+        act = activation_layer_maps(model, images, targets)
+        maps, names = _skip_1x1(act.maps, act.layer_names, skip_1x1)
+        logits, targets_out, teacher_name = act.logits, act.targets, None
+        if teacher is not None:  # the teacher is a gradient map: its own pass, explaining the same classes
+            _, _, teacher_name, teacher_map, _ = _gradient_maps(model, images, act.targets, None, method, teacher,
+                                                                skip_1x1)
     positions = paper_positions(len(maps), k)
     if order == "last_to_first":
         maps, names = maps[::-1], names[::-1]
     cgm = cumulative_average(maps, size, positions, backend=backend)
-    teacher_norm = cumulative_average([teacher_map], size, [0], backend=backend)[:, 0]
-    return Representation(cgm=cgm, teacher=teacher_norm, logits=cap.logits, targets=cap.targets,
-                          layer_names=names, positions=positions, teacher_layer=teacher)
+    teacher_norm = None if teacher_map is None else cumulative_average([teacher_map], size, [0], backend=backend)[:, 0]
+    return Representation(cgm=cgm, teacher=teacher_norm, logits=logits, targets=targets_out,
+                          layer_names=names, positions=positions, teacher_layer=teacher_name)
 
 
 def representation_options(metadata: dict) -> dict:

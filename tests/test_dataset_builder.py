@@ -211,7 +211,7 @@ def test_train_generator_cli_records_the_representation(cnns, reference, tmp_pat
     generator, meta = load_generator(tmp_path / "generator.safetensors")
     config = ExplanationDataset(reference).config
     assert meta["representation"] == {key: config[key] for key in
-                                      ("k", "size", "method", "order", "teacher", "skip_1x1", "image_resize")}
+                                      ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize")}
     assert [c["id"] for c in meta["cnns"]] == ["demo0", "demo1"] and meta["steps_done"] == 2
     images = torch.rand(2, 3, SIZE, SIZE)
     rep = cnn_representation(cnns[0][1], images, **representation_options(meta))  # feeds the generator as trained

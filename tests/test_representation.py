@@ -125,6 +125,7 @@ def test_defaults_keep_the_teacher_out_of_the_inputs():
     assert old.teacher_cgm == 0 and torch.equal(old.cgm[:, 0], old.teacher)
     assert fastinterp.cnn_representation(model, x, **fastinterp.PAPER_PRESET).teacher_cgm is None
     defaults = {name: p.default for name, p in inspect.signature(fastinterp.cnn_representation).parameters.items()}
+    defaults["order"] = fastinterp.representation.default_order(defaults["kind"])  # None: the kind's default
     assert {key: defaults[key] for key in fastinterp.DEFAULT_REPRESENTATION} == fastinterp.DEFAULT_REPRESENTATION
     assert fastinterp.DEFAULT_REPRESENTATION["order"] == "first_to_last"
 
@@ -163,8 +164,9 @@ def test_last_teacher_of_a_multi_branch_head_is_its_last_conv_and_a_block_can_be
 def test_representation_options_read_back_what_a_generator_was_trained_on():
     meta = {"representation": {"k": 8, "size": 64, "method": "gradcam", "order": "first_to_last",
                                "teacher": "last", "image_resize": "bilinear-antialias"}}
-    assert fastinterp.representation_options(meta) == {  # skip_1x1 predates: the value used then
-        "k": 8, "size": 64, "method": "gradcam", "order": "first_to_last", "teacher": "last", "skip_1x1": False}
+    assert fastinterp.representation_options(meta) == {  # skip_1x1 and kind predate: the values used then
+        "k": 8, "size": 64, "method": "gradcam", "order": "first_to_last", "teacher": "last", "skip_1x1": False,
+        "kind": "gradient"}
     meta["representation"]["skip_1x1"] = True
     assert fastinterp.representation_options(meta)["skip_1x1"] is True
     with pytest.raises(ValueError, match="lacks"):

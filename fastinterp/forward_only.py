@@ -1,0 +1,252 @@
+"""The forward-only representation: per-layer maps from activations alone, so that explaining
+runs no backward pass through the CNN's trunk.
+
+    images -> one forward of an eval view (no autograd graph in the trunk)
+      conv layer l (every nn.Conv2d that runs):  m_l = mean_c |A_l,c|          (B, h_l, w_l)
+      the classifier head:  CAM (Zhou et al., CVPR 2016) at the feature map F that the head pools,
+                            m_head = ReLU(sum_c w_c F_c),  w = d logit_t / d pool(F)
+
+- m_l is class-agnostic: where layer l responds strongly, whatever the class (the per-scale
+  "where is there something" of Mundhenk et al., "Efficient Saliency Maps for Explainable AI",
+  2019, who also compute saliency from forward activations alone). It is taken at the conv's own
+  output, as the gradient representation's maps are, and min-max normalised by the accumulation.
+- m_head is the class-specific map. For a global-average-pool + linear head (resnet, densenet,
+  mobilenet_v2, efficientnet...) w is the class's weight row and no autograd runs at all; the map
+  equals Grad-CAM at F up to a positive factor (1 / (h w)). Any other head after the pooling
+  (mobilenet_v3's Linear-Hardswish-Linear, vgg's classifier after its 7x7 average pool,
+  squeezenet's pooled conv) gets w from a backward through the head alone: the pooled features are
+  a fresh leaf, nothing of the trunk is differentiated. The map is then exactly Grad-CAM at F.
+- "The pooling" is the last average pooling that runs on a (B, C, h, w) tensor (module or
+  functional: ``F.adaptive_avg_pool2d``, ``F.avg_pool2d``, ``x.mean((2, 3))``), found by a probe
+  forward; no conv may run after it. A CNN without one raises a clear error.
+
+The head map comes last in execution order, so the accumulation order of this representation is
+"last_to_first" by default: CGM 0 is the head's CAM, and every later CGM adds the activation maps
+of shallower layers. (First to last would put the only class-specific map into the last CGM at
+weight 1 / (L + 1).)
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from fastinterp.cams import gradcam
+from fastinterp.eval_view import add_forward_hook, eval_view
+from fastinterp.validation import check_images, check_model, check_target_range, check_targets
+
+__all__ = ["HEAD_MAP", "HeadPlan", "activation_layer_maps", "head_plan"]
+
+HEAD_MAP = "head-cam"  # the head's map in ``layer_names``
+
+_POOLS = (F.adaptive_avg_pool2d, F.avg_pool2d, torch.mean, torch.Tensor.mean)
+# what may run between a global average pool and the final Linear for the head to be "GAP + linear"
+_RESHAPES = (torch.flatten, torch.Tensor.flatten, torch.Tensor.view, torch.Tensor.reshape, torch.reshape,
+             torch.Tensor.squeeze, torch.squeeze, torch.Tensor.size, torch.Tensor.dim, F.dropout,
+             torch.Tensor.shape.__get__)
+
+
+def _pool_input(func, args, kwargs) -> torch.Tensor | None:
+    """The (B, C, h, w) input of an average pooling call, or None if ``func`` is not one."""
+    if func not in _POOLS or not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4:
+        return None
+    if func in (torch.mean, torch.Tensor.mean):  # only a mean over both spatial dimensions pools
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = (dim,) if isinstance(dim, int) else tuple(dim) if isinstance(dim, (list, tuple)) else ()
+        if sorted(d % 4 for d in dims) != [2, 3]:
+            return None
+    return args[0]
+
+
+def _is_global(func, args, kwargs) -> bool:
+    """Does this pooling call reduce h x w to 1 x 1 (adaptive to 1, or a spatial mean)?"""
+    if func in (torch.mean, torch.Tensor.mean):
+        return True
+    if func is F.adaptive_avg_pool2d:
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        return size in (1, (1, 1), [1, 1])
+    return False
+
+
+class _Probe(TorchFunctionMode):
+    """Counts convs and average poolings; keeps what runs after the last pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = 0
+        self.pools: list[int] = []  # conv count at each pooling call
+        self.after: list = []  # functions called after the last pooling
+        self.global_pool = False
+        self.last_linear_out: torch.Tensor | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.conv2d:
+            self.convs += 1
+        if _pool_input(func, args, kwargs) is not None:
+            self.pools.append(self.convs)
+            self.after, self.global_pool = [], _is_global(func, args, kwargs)
+        elif self.pools:
+            self.after.append(func)
+            if func is F.linear:
+                self.last_linear_out = out
+        return out
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """Where a CNN's head pools, learned once per model by :func:`head_plan`."""
+
+    pool_index: int  # which average pooling call (0-based, execution order) is the head's
+    linear: bool  # global average pool, then reshapes/dropout and one Linear giving the logits
+
+
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_PLANS_LOCK = threading.Lock()
+
+
+def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
+    """Find the pooling of ``model``'s classifier head by a probe forward (eval view, no graph) at
+    ``images``' shape; cached per model and input shape. Raises ValueError for a head that does not
+    pool the last feature map."""
+    key = tuple(images.shape[1:])
+    with _PLANS_LOCK:
+        plan = _PLANS.get(model, {}).get(key)
+    if plan is not None:
+        return plan
+    probe = _Probe()
+    with torch.no_grad(), probe:
+        logits = eval_view(model)(images[:1])
+    name = type(model).__name__
+    if not probe.pools:
+        raise ValueError(
+            f"model: the forward-only representation needs a classifier head that average-pools the last "
+            f"feature map (nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d, x.mean((2, 3))); {name} runs no average "
+            "pooling; use the gradient representation (representation='gradient')")
+    if probe.pools[-1] != probe.convs:
+        raise ValueError(
+            f"model: the forward-only representation needs a classifier head that average-pools the last "
+            f"feature map; in {name}, {probe.convs - probe.pools[-1]} conv layer(s) run after its last average "
+            "pooling, so no pooling belongs to the head; use the gradient representation "
+            "(representation='gradient')")
+    linear_count = sum(f is F.linear for f in probe.after)
+    linear = (probe.global_pool and linear_count == 1 and all(f is F.linear or f in _RESHAPES for f in probe.after)
+              and probe.last_linear_out is logits)
+    plan = HeadPlan(pool_index=len(probe.pools) - 1, linear=linear)
+    with _PLANS_LOCK:
+        _PLANS.setdefault(model, {})[key] = plan
+    return plan
+
+
+class _HeadTap(TorchFunctionMode):
+    """Runs a forward, taking the input of the ``plan.pool_index``-th average pooling.
+
+    For a linear head it keeps that input and the final Linear's weight (the caller is in
+    inference mode). Otherwise the pooling runs on a fresh leaf and everything after it under
+    ``torch.enable_grad()`` (the trunk before it ran without a graph), so a backward through the
+    head alone gives the channel weights."""
+
+    def __init__(self, plan: HeadPlan):
+        super().__init__()
+        self.plan = plan
+        self.pools = 0
+        self.features: torch.Tensor | None = None  # F, (B, C, h, w)
+        self.weight: torch.Tensor | None = None  # the Linear's (classes, C), linear heads only
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.features is not None:  # in the head
+            if self.plan.linear:
+                if func is F.linear:
+                    self.weight = args[1] if len(args) > 1 else kwargs["weight"]
+                return func(*args, **kwargs)
+            with torch.enable_grad():
+                return func(*args, **kwargs)
+        features = _pool_input(func, args, kwargs)
+        if features is not None:
+            self.pools += 1
+            if self.pools - 1 == self.plan.pool_index:
+                if self.plan.linear:
+                    self.features = features
+                    return func(*args, **kwargs)
+                self.features = features.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    return func(self.features, *args[1:], **kwargs)
+        return func(*args, **kwargs)
+
+
+@dataclass
+class ActivationMaps:
+    """Raw maps of one forward pass: every conv layer's activation map, then the head's CAM."""
+
+    maps: list[torch.Tensor]  # (B, h_l, w_l) float32 (float64 for float64 models), execution order
+    layer_names: list[str]  # conv names, then HEAD_MAP
+    logits: torch.Tensor  # (B, num_classes)
+    targets: torch.Tensor  # (B,) int64
+
+
+def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: object = None) -> ActivationMaps:
+    """Every conv layer's ``mean_c |A|`` and the head's CAM from one forward pass, no trunk backward.
+
+    Args:
+        model: eager ``nn.Module`` returning logits (B, num_classes), whose head average-pools its
+            last feature map (see the module doc). Run as an eval view: never modified, safe to
+            call from several threads.
+        images: (B, C, H, W) float tensor, finite, on the model's device and dtype.
+        targets: None (argmax), an int, a sequence of ints or a (B,) int tensor.
+    """
+    check_model(model)
+    check_images(images, model)
+    target_tensor = check_targets(targets, images.shape[0], images.device)
+    plan = head_plan(model, images)
+    view = eval_view(model)
+    dtype = torch.promote_types(images.dtype, torch.float32)
+    stats: dict[str, torch.Tensor] = {}
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            if name in stats:
+                raise ValueError(f"model: conv layer {name!r} ran more than once in one forward pass, so its map "
+                                 "is ambiguous")
+            stats[name] = output.detach().abs().mean(dim=1, dtype=dtype)
+        return hook
+
+    for name, module in view.named_modules():
+        if isinstance(module, nn.Conv2d):
+            add_forward_hook(module, make_hook(name))
+    tap = _HeadTap(plan)
+    grad_context = torch.inference_mode() if plan.linear else torch.no_grad()
+    with grad_context, tap:
+        logits = view(images)
+    if tap.features is None or (plan.linear and tap.weight is None):
+        raise RuntimeError(f"model: {type(model).__name__}'s head ran differently than when it was probed (its "
+                           "forward depends on the data?); the forward-only representation needs a fixed head")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(f"model: expected it to return logits of shape (B, num_classes), got {got}")
+    if target_tensor is None:
+        target_tensor = logits.detach().argmax(dim=1)
+    check_target_range(target_tensor, logits.shape[1])
+    features = tap.features.detach()
+    with torch.autocast(images.device.type, enabled=False):
+        if plan.linear:
+            weights = tap.weight.detach()[target_tensor].to(dtype)  # (B, C)
+            cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, features.to(dtype)))
+        else:
+            with torch.enable_grad():
+                score = logits.gather(1, target_tensor[:, None]).sum()
+                (grad,) = torch.autograd.grad(score, tap.features, allow_unused=True)
+            grad = torch.zeros_like(features) if grad is None else grad
+            cam = gradcam(features.to(dtype), grad.to(dtype))
+    if not stats:
+        raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
+    names = list(stats)
+    return ActivationMaps(maps=[stats[n] for n in names] + [cam], layer_names=names + [HEAD_MAP],
+                          logits=logits.detach(), targets=target_tensor)
