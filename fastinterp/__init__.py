@@ -4,6 +4,8 @@ Dataflow, one module per step:
     layers (which convs run) -> eval_view + capture (1 forward + 1 backward, model untouched)
     -> cams (per-layer formula) -> representation (maps, cumulative maps, teacher)
     -> ops (cumulative_average kernels); resize (images to the generator's resolution)
+    forward_only (the activation representation: no backward)
+    runtime (compile(cnn, generator) -> Explainer.explain: serving)
 """
 
 from fastinterp import ops
@@ -23,14 +25,18 @@ from fastinterp.representation import (
     representation_options,
 )
 from fastinterp.resize import image_resize_of, resize_images
+from fastinterp.runtime import Explainer, Explanation, compile  # noqa: A004
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
+    "Explainer",
+    "Explanation",
     "PAPER_PRESET",
     "LayerMaps",
     "Representation",
     "__version__",
     "cnn_representation",
+    "compile",
     "conv_layers",
     "gradcam",
     "layer_maps",

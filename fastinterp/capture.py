@@ -103,6 +103,7 @@ def capture(
     targets: object = None,
     select: Callable[[list[str]], list[str]] | None = None,
     also: Sequence[str] = (),
+    on_stage: Callable[[str], None] | None = None,
 ) -> Capture:
     """Run ``model`` once forward and once backward, capturing outputs and gradients.
 
@@ -116,6 +117,8 @@ def capture(
             gradients to compute (default: all); e.g. ``lambda names: names[-1:]`` stops the
             backward at the last conv layer.
         also: more module names to watch when ``layers`` is None (e.g. a teacher block).
+        on_stage: called with "forward" when the forward pass is done and "backward" when the
+            gradients are (the runtime's per-stage profile).
     """
     check_model(model)
     check_images(images, model)
@@ -153,6 +156,8 @@ def capture(
         target_tensor = logits.detach().argmax(dim=1)
     check_target_range(target_tensor, logits.shape[1])
 
+    if on_stage is not None:
+        on_stage("forward")
     chosen = ran if select is None else select(ran)
     originals = [outputs[n][0] for n in chosen]
     with torch.enable_grad():  # the caller may be inside torch.no_grad()
@@ -162,6 +167,8 @@ def capture(
         else:  # no watched layer influences the output
             grads = (None,) * len(originals)
     gradients = [torch.zeros_like(a) if g is None else g for a, g in zip(originals, grads)]
+    if on_stage is not None:
+        on_stage("backward")
     return Capture(
         layer_names=list(chosen),
         activations=[a.detach() for a in originals],

@@ -96,7 +96,8 @@ def save_generator(path: str | Path, generator: nn.Module, **metadata: Any) -> P
 
 
 def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the generator saved at ``path``; returns (module in eval mode, metadata)."""
+    """Rebuild the generator saved at ``path``; returns (module in eval mode, metadata). The module
+    also carries the metadata as ``.fastinterp_metadata`` (what ``fastinterp.compile`` reads)."""
     from fastinterp.models import build_generator
 
     tensors, metadata = load_tensors(path, GENERATOR_FORMAT)
@@ -111,6 +112,7 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
     if mismatch:
         raise ValueError(f"checkpoint: {path} does not match a {config['kind']!r} generator: {mismatch}")
     generator.load_state_dict(tensors)
+    generator.fastinterp_metadata = metadata
     return generator.to(map_location).eval(), metadata
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from fastinterp.validation import check_size
 
-__all__ = ["DEFAULT_IMAGE_RESIZE", "IMAGE_RESIZE_METHODS", "image_resize_of", "resize_images"]
+__all__ = ["DEFAULT_IMAGE_RESIZE", "IMAGE_RESIZE_METHODS", "image_resize_of", "resize_images", "resize_maps"]
 
 IMAGE_RESIZE_METHODS = ("bilinear-antialias",)
 DEFAULT_IMAGE_RESIZE = "bilinear-antialias"
@@ -46,3 +46,15 @@ def image_resize_of(metadata: dict) -> str:
         raise ValueError(f"metadata: the generator was trained on images resized with {method!r}, which this "
                          f"version does not have (it has {IMAGE_RESIZE_METHODS})")
     return method
+
+
+def resize_maps(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) maps in [0, 1] -> (B, S_h, S_w) in [0, 1]: the generator's output back at the
+    images' resolution with the image resize's filter ("bilinear-antialias"; a convex combination,
+    so the range is kept: the clamp only removes rounding). The same tensor when already at
+    ``size``."""
+    size = check_size(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    out = F.interpolate(maps[:, None], size=size, mode="bilinear", antialias=True, align_corners=False)[:, 0]
+    return out.clamp_(0, 1)

@@ -1,0 +1,252 @@
+"""``fastinterp-bench``: what ``explain()`` costs, beside the CNN's plain forward, in one run.
+
+For a torchvision model (random weights: timings do not depend on them; a fresh generator of the
+chosen kind) or the demo's checkpoint pair, for every batch size x thread count it times, in
+interleaved rounds (one call of each method per round, so that a noisy machine slows them alike):
+
+    forward         the CNN alone under torch.inference_mode() (the baseline of every ratio)
+    gradcam         fastinterp.gradcam: one layer's Grad-CAM (the last conv)
+    pytorch-gradcam pytorch_grad_cam.GradCAM on the last conv, when installed (on a copy)
+    hand-<kind>     the README's hand-written pipeline (cnn_representation, resize, generator)
+    explain-<kind>  Explainer.explain, per representation kind
+
+and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
+resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
+CUDA: torch.cuda.max_memory_allocated) and the per-stage breakdown of explain (median of
+``Explainer.profile``). Output: a markdown table on stdout, ``--json FILE`` for the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+__all__ = ["main", "run_bench"]
+
+KINDS = ("gradient", "activation")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _reset_peak_rss() -> bool:
+    """Reset Linux's peak resident set size (VmHWM) of this process; False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _models(args) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
+    """(cnn, generator, input side, description)."""
+    import torchvision
+
+    from fastinterp.models import build_generator
+
+    if args.checkpoints is not None:
+        from fastinterp.checkpoint import load_generator
+        from fastinterp.demo import demo_checkpoints
+        from fastinterp.zoo import load_cnn
+
+        with demo_checkpoints(None if args.checkpoints == "demo" else args.checkpoints) as (cnn_path, gen_path):
+            cnn, meta = load_cnn(cnn_path)
+            generator, _ = load_generator(gen_path)
+        return cnn, generator, meta["input_size"], f"{meta['arch']} + {generator.config['kind']} generator ({args.checkpoints})"
+    torch.manual_seed(0)
+    builder = getattr(torchvision.models, args.model, None)
+    if builder is None:
+        raise SystemExit(f"fastinterp-bench: error: --model: torchvision has no model {args.model!r}")
+    kwargs = {"aux_logits": False, "init_weights": False} if args.model in ("inception_v3", "googlenet") else {}
+    cnn = builder(weights=None, num_classes=args.classes, **kwargs).eval()
+    generator = build_generator(args.generator, k=8, size=64).eval()
+    return cnn, generator, args.size, f"{args.model} (random weights) + fresh {args.generator} generator"
+
+
+def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
+    """Every measurement of one run (see the module doc); ``args`` as parsed by :func:`parser`."""
+    from tqdm.auto import tqdm
+
+    import fastinterp
+    from fastinterp.resize import resize_images
+
+    device = torch.device(args.device)
+    cnn, generator, side, described = _models(args)
+    cnn, generator = cnn.to(device), generator.to(device)
+    explainers = {kind: fastinterp.compile(cnn, generator, representation=kind, input_size=side)
+                  for kind in args.representations}
+    last_conv = fastinterp.conv_layers(cnn, torch.rand(1, 3, side, side, device=device))[-1]
+    pgc = None
+    if importlib.util.find_spec("pytorch_grad_cam") is not None and not args.no_pytorch_grad_cam:
+        from pytorch_grad_cam import GradCAM
+
+        cam_model = copy.deepcopy(cnn)  # it registers hooks on the model it is given
+        pgc = GradCAM(model=cam_model, target_layers=[dict(cam_model.named_modules())[last_conv]])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    rows, breakdowns = [], []
+    configs = [(t, b) for t in args.threads for b in args.batch_sizes]
+    total = len(configs) * (args.warmup + args.iters) * (3 + 2 * len(explainers) + (pgc is not None))
+    bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
+    for threads, batch in configs:
+        torch.set_num_threads(threads)
+        images = torch.rand(batch, 3, side, side, device=device, generator=torch.Generator(device).manual_seed(1))
+
+        def forward():
+            with torch.inference_mode():
+                cnn(images)
+
+        methods: dict[str, Callable[[], object]] = {"forward": forward,
+                                                    "gradcam": lambda: fastinterp.gradcam(cnn, images)}
+        if pgc is not None:
+            methods["pytorch-gradcam"] = lambda: pgc(input_tensor=images, targets=None)
+        for kind, explainer in explainers.items():
+            options = {key: value for key, value in explainer.representation.items()}
+
+            def hand(options=options, explainer=explainer):
+                rep = fastinterp.cnn_representation(cnn, images, **{**options, "teacher": None})
+                small = resize_images(images, options["size"], explainer.image_resize)
+                with torch.inference_mode():
+                    out = generator(small, rep.cgm)
+                    return torch.nn.functional.interpolate(out, size=images.shape[-2:], mode="bilinear",
+                                                           antialias=True, align_corners=False)
+
+            methods[f"hand-{kind}"] = hand
+            methods[f"explain-{kind}"] = lambda explainer=explainer: explainer.explain(images)
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        peaks: dict[str, float | None] = {}
+        for name, method in methods.items():  # warm-up, and each method's own peak memory
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            reset = _reset_peak_rss()
+            for _ in range(args.warmup):
+                method()
+                bar.update()
+            sync()
+            peaks[name] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                           else _peak_rss_mb() if reset else None)
+        for _ in range(args.iters):  # interleaved rounds
+            for name, method in methods.items():
+                sync()
+                start = time.perf_counter()
+                method()
+                sync()
+                times[name].append(1e3 * (time.perf_counter() - start))
+                bar.update()
+        base = statistics.median(times["forward"])
+        for name, values in times.items():
+            p50 = statistics.median(values)
+            rows.append({"threads": threads, "batch": batch, "method": name, "p50_ms": p50,
+                         "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
+                         "images_per_s": 1e3 * batch / p50, "ratio_to_forward": p50 / base,
+                         "peak_mb": peaks[name]})
+        for kind, explainer in explainers.items():
+            profiles = []
+            for _ in range(max(1, args.iters // 2)):
+                profiles.append(explainer.profile(images))
+                bar.update()
+            stages = sorted({s for p in profiles for s in p}, key=lambda s: list(profiles[0]).index(s))
+            breakdowns.append({"threads": threads, "batch": batch, "kind": kind,
+                               "stages_ms": {s: statistics.median(p.get(s, 0.0) for p in profiles) for s in stages}})
+    bar.close()
+    for explainer in explainers.values():
+        explainer.close()
+    return {
+        "model": described, "input": f"3x{side}x{side}", "device": str(device),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": torch.get_num_threads(),
+        "torch": torch.__version__, "fastinterp": fastinterp.__version__, "iters": args.iters,
+        "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [f"fastinterp-bench: {report['model']}, input {report['input']}, {report['device']}, torch "
+             f"{report['torch']}, {report['iters']} interleaved rounds after {report['warmup']} warm-up calls, "
+             f"{report['date']}", "",
+             "| threads | batch | method | p50 ms | p95 ms | p99 ms | images/s | x forward | peak MB |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+        lines.append(f"| {r['threads']} | {r['batch']} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {r['images_per_s']:.1f} | {r['ratio_to_forward']:.3f} | {peak} |")
+    if report["breakdown"]:
+        stages = list(dict.fromkeys(s for b in report["breakdown"] for s in b["stages_ms"]))
+        lines += ["", "explain() per stage (ms, median of Explainer.profile, synchronised per stage):", "",
+                  "| threads | batch | kind | " + " | ".join(stages) + " |",
+                  "|---:|---:|---|" + "---:|" * len(stages)]
+        for b in report["breakdown"]:
+            cells = " | ".join(f"{b['stages_ms'][s]:.2f}" if s in b["stages_ms"] else "" for s in stages)
+            lines.append(f"| {b['threads']} | {b['batch']} | {b['kind']} | {cells} |")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastinterp-bench", description="Profile Explainer.explain against the "
+                                "CNN's plain forward, fastinterp.gradcam and pytorch-grad-cam, in one run.")
+    p.add_argument("--model", default="resnet50", help="torchvision classifier, random weights (default resnet50)")
+    p.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--generator", default="fast", choices=("fast", "gsft", "lsft"), help="fresh generator kind")
+    p.add_argument("--checkpoints", default=None,
+                   help="'demo' (the shipped CNN + generator) or a folder with cnn.safetensors and "
+                        "generator.safetensors, instead of --model")
+    p.add_argument("--representations", nargs="+", default=list(KINDS), choices=KINDS)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--threads", type=int, nargs="+", default=None, help="torch threads (default: torch's)")
+    p.add_argument("--iters", type=int, default=15, help="timed rounds (default 15)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-pytorch-grad-cam", action="store_true", help="skip pytorch-grad-cam even if installed")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    p.add_argument("--quick", action="store_true", help="a tiny run (resnet18 at 64 px, batch 2, 3 rounds): "
+                                                        "checks the tool, not the numbers")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.quick:
+        if args.checkpoints is None:
+            args.model, args.size, args.classes = "resnet18", 64, 10
+        args.batch_sizes, args.iters, args.warmup = [2], 3, 1
+    args.threads = args.threads or [torch.get_num_threads()]
+    for name in ("iters", "warmup", "size", "classes"):
+        if getattr(args, name) < (0 if name == "warmup" else 1):
+            raise SystemExit(f"fastinterp-bench: error: --{name}: expected a positive int, got {getattr(args, name)}")
+    if any(b < 1 for b in args.batch_sizes) or any(t < 1 for t in args.threads):
+        raise SystemExit("fastinterp-bench: error: --batch-sizes and --threads take ints >= 1")
+    report = run_bench(args, progress=not args.no_progress)
+    print(markdown(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,346 @@
+"""The production runtime: ``fastinterp.compile(cnn, generator)`` -> an :class:`Explainer` whose
+``explain(images)`` returns the CNN's logits and the generator's explanation maps in one call.
+
+    images (B, C, H, W)
+      -> representation   gradient kind: CNN forward + the activation-only backward (capture)
+                          activation kind: CNN forward only, the head's CAM (forward_only)
+      -> per-layer maps -> ops.cumulative_average (C++ on CPU, Triton on CUDA) -> CGMs (B, K, S, S)
+      -> resize_images (the resize the generator's training images were made with)
+      -> generator (inference mode) -> resize_maps back to (H, W) -> maps (B, H, W) in [0, 1]
+
+Nothing of the user's CNN or generator is modified: every call runs them through an eval view
+(``fastinterp.eval_view``: per-call shallow copies of their module trees in eval mode, sharing
+their tensors), and the hooks that capture layer outputs are registered on those copies only. So
+the model's own calls return what they did, in the same time, while an explainer exists, and
+nothing needs undoing at ``close()``. The runtime keeps no per-call state on the explainer, so
+threads may share one. (The eager path runs hooks every call; tracing it once into one graph is
+what the ONNX export will do.)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastinterp.capture import capture
+from fastinterp.eval_view import eval_view
+from fastinterp.forward_only import activation_layer_maps
+from fastinterp.ops import cumulative_average
+from fastinterp.representation import (
+    ACTIVATION_REPRESENTATION,
+    DEFAULT_REPRESENTATION,
+    KINDS,
+    ORDERS,
+    _check_method,
+    _maps_from_capture,
+    _skip_1x1,
+    default_order,
+    paper_positions,
+    representation_options,
+)
+from fastinterp.resize import DEFAULT_IMAGE_RESIZE, image_resize_of, resize_images, resize_maps
+from fastinterp.runtime.explanation import Explanation
+from fastinterp.validation import check_images, check_model, check_size, first_conv, stem_weight
+
+__all__ = ["Explainer", "compile"]
+
+_FIELDS = ("kind", "k", "size", "method", "order", "teacher", "skip_1x1")
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+_AUTOCAST = (torch.float16, torch.bfloat16)
+GENERATOR_IMAGE_CHANNELS = 3  # every generator of fastinterp.models takes RGB images
+
+
+def _resolve_generator(generator: object) -> tuple[nn.Module, dict | None]:
+    if isinstance(generator, (str, Path)):
+        from fastinterp.checkpoint import load_generator
+
+        if not Path(generator).is_file():
+            raise FileNotFoundError(f"generator: no checkpoint file at {generator}")
+        module, metadata = load_generator(generator)
+        return module, metadata
+    config = getattr(generator, "config", None)
+    if not isinstance(generator, nn.Module) or not isinstance(config, dict) or not {"k", "size"} <= set(config):
+        raise TypeError("generator: expected a generator from fastinterp.load_generator / build_generator or the path "
+                        f"of a generator checkpoint, got {type(generator).__name__}")
+    return generator, getattr(generator, "fastinterp_metadata", None)
+
+
+def _resolve_options(generator: nn.Module, metadata: dict | None, representation: object) -> dict:
+    """The representation to explain with: the generator's (metadata), or the demo's default at
+    the generator's k and size; then ``representation`` (a kind or a dict of fields) on top."""
+    config = generator.config
+    if metadata is not None:
+        trained = representation_options(metadata)
+    else:
+        trained = {**DEFAULT_REPRESENTATION, "k": config["k"], "size": config["size"]}
+    options = dict(trained)
+    if representation is None:
+        pass
+    elif isinstance(representation, str):
+        if representation not in KINDS:
+            raise ValueError(f"representation: expected one of {KINDS} or a dict of fields, got {representation!r}")
+        if representation != options["kind"]:
+            base = ACTIVATION_REPRESENTATION if representation == "activation" else DEFAULT_REPRESENTATION
+            options.update({key: base[key] for key in ("kind", "order")})
+    elif isinstance(representation, dict):
+        unknown = sorted(set(representation) - set(_FIELDS))
+        if unknown:
+            raise ValueError(f"representation: unknown field(s) {unknown}; expected some of {list(_FIELDS)}")
+        options.update(representation)
+    else:
+        raise TypeError(f"representation: expected None, a kind {KINDS} or a dict, got {type(representation).__name__}")
+    if options["kind"] not in KINDS:
+        raise ValueError(f"representation: kind must be one of {KINDS}, got {options['kind']!r}")
+    options["order"] = default_order(options["kind"]) if options["order"] is None else options["order"]
+    if options["order"] not in ORDERS:
+        raise ValueError(f"representation: order must be one of {ORDERS}, got {options['order']!r}")
+    _check_method(options["method"])
+    for key in ("k", "size"):
+        if options[key] != config[key]:
+            raise ValueError(f"representation: {key}={options[key]!r}, but the generator takes {key}={config[key]} "
+                             f"({'cumulative maps' if key == 'k' else 'pixels per side'})")
+    if metadata is not None:
+        changed = [key for key in _FIELDS if options[key] != trained[key]]
+        if changed:
+            warnings.warn(f"the generator was trained on {', '.join(f'{k}={trained[k]!r}' for k in changed)}; "
+                          f"explaining with {', '.join(f'{k}={options[k]!r}' for k in changed)} feeds it inputs it has "
+                          "not seen", stacklevel=3)
+    return options
+
+
+class Explainer:
+    """Explains a CNN's predictions with a trained generator; made by :func:`compile`.
+
+    ``explain(images, targets=None, return_cgm=False)`` (also ``explainer(images)``), ``profile``,
+    ``close()`` (or use it as a context manager). Attributes: ``representation`` (the options the
+    CGMs are made with), ``image_resize``, ``device``, ``dtype`` (autocast dtype or None).
+    """
+
+    def __init__(self, cnn: nn.Module, generator: nn.Module, options: dict, image_resize: str,
+                 device: torch.device, dtype: torch.dtype | None, backend: str, metadata: dict | None):
+        self._cnn, self._generator = cnn, generator
+        self.representation = dict(options)
+        self.image_resize, self.device, self.dtype, self.backend = image_resize, device, dtype, backend
+        self.metadata = metadata
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release the models; ``explain`` raises afterwards. Nothing of them needs restoring (the
+        explainer never modified them)."""
+        self._closed = True
+        self._cnn = self._generator = None
+
+    def __enter__(self) -> "Explainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        o = self.representation
+        state = "closed" if self._closed else f"{type(self._cnn).__name__} + {type(self._generator).__name__}"
+        return (f"Explainer({state}, {o['kind']} representation k={o['k']} size={o['size']} method={o['method']} "
+                f"order={o['order']} teacher={o['teacher']}, device={self.device}, dtype={self.dtype})")
+
+    def _models(self) -> tuple[nn.Module, nn.Module]:
+        cnn, generator = self._cnn, self._generator
+        if self._closed or cnn is None:
+            raise RuntimeError("explainer: it was closed; compile a new one with fastinterp.compile(cnn, generator)")
+        return cnn, generator
+
+    # ------------------------------------------------------------------ inputs
+    def _images(self, images: object, cnn: nn.Module) -> tuple[torch.Tensor, bool]:
+        weight = stem_weight(cnn)
+        if isinstance(images, np.ndarray):
+            expected = _NUMPY_DTYPES.get(weight.dtype)
+            if images.dtype != expected:
+                raise TypeError(f"images: expected a numpy array of dtype {np.dtype(expected).name} (the CNN's "
+                                f"{weight.dtype}), got {images.dtype}")
+            tensor, as_numpy = torch.from_numpy(np.ascontiguousarray(images)).to(self.device), True
+        elif isinstance(images, torch.Tensor):
+            if images.device != self.device:
+                raise ValueError(f"images: on {images.device}, but the explainer runs on {self.device}; move them "
+                                 f"with .to({str(self.device)!r}) or compile with device={str(images.device)!r}")
+            tensor, as_numpy = images, False
+        else:
+            raise TypeError(f"images: expected a float torch.Tensor or numpy array (B, C, H, W), got "
+                            f"{type(images).__name__}")
+        if tensor.dim() == 3:
+            tensor = tensor[None]
+        elif tensor.dim() != 4:
+            raise ValueError(f"images: expected (B, C, H, W) or one image (C, H, W), got shape {tuple(tensor.shape)}")
+        check_images(tensor, cnn)
+        return tensor, as_numpy
+
+    # ------------------------------------------------------------------ the pipeline
+    def _run(self, images: object, targets: object, return_cgm: bool, mark: Callable[[str], None]) -> Explanation:
+        cnn, generator = self._models()
+        x, as_numpy = self._images(images, cnn)
+        if isinstance(targets, np.ndarray):
+            targets = torch.from_numpy(targets)
+        o = self.representation
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+        with autocast:
+            if o["kind"] == "gradient":
+                cap = capture(cnn, x, targets=targets, on_stage=mark)
+                maps, names = _maps_from_capture(cap, o["method"]), cap.layer_names
+                logits, targets_out = cap.logits, cap.targets
+            else:
+                act = activation_layer_maps(cnn, x, targets)
+                maps, names, logits, targets_out = act.maps, act.layer_names, act.logits, act.targets
+                mark("forward")
+            maps, names = _skip_1x1(maps, names, o["skip_1x1"])
+            positions = _positions(len(maps), o["k"], cnn)
+            if o["order"] == "last_to_first":
+                maps = maps[::-1]
+            with torch.inference_mode():
+                cgm = cumulative_average(maps, o["size"], positions, backend=self.backend)
+                mark("maps")
+                weight = stem_weight(generator)
+                small = resize_images(x.detach(), o["size"], self.image_resize).to(weight.dtype)
+                mark("resize")
+                out = eval_view(generator)(small, cgm)
+                mark("generator")
+                explanation = resize_maps(out[:, 0].float(), tuple(x.shape[-2:]))
+                mark("resize")
+        logits = logits.float() if logits.dtype in _AUTOCAST else logits
+        result = Explanation(logits=logits, targets=targets_out, maps=explanation, cgm=cgm if return_cgm else None)
+        if as_numpy:
+            result = Explanation(*(None if v is None else v.detach().cpu().numpy()
+                                   for v in (result.logits, result.targets, result.maps, result.cgm)))
+        return result
+
+    def explain(self, images: object, targets: object = None, *, return_cgm: bool = False) -> Explanation:
+        """Explain a batch.
+
+        Args:
+            images: float tensor (on the explainer's device, the CNN's dtype) or numpy array (the
+                CNN's dtype), (B, C, H, W) or one image (C, H, W), finite, in the value range the CNN
+                expects (its own preprocessing).
+            targets: None (each image's predicted class), an int, a sequence of ints, a (B,) int
+                tensor or numpy array.
+            return_cgm: also return the generator's input CGMs (B, K, S, S).
+
+        Returns an :class:`Explanation`: ``logits`` (B, classes), ``targets`` (B,), ``maps`` (B, H, W)
+        float32 in [0, 1]; numpy arrays when numpy was passed, else tensors on the device.
+        """
+        if not isinstance(return_cgm, bool):
+            raise TypeError(f"return_cgm: expected True or False, got {return_cgm!r}")
+        return self._run(images, targets, return_cgm, _no_mark)
+
+    __call__ = explain
+
+    def profile(self, images: object, targets: object = None) -> dict[str, float]:
+        """One ``explain`` with a wall-clock time (ms) per stage: "forward" (the CNN; for the
+        activation kind including the head's CAM), "backward" (gradient kind), "maps" (CAM formulas
+        + the fused cumulative average), "resize" (image resize + map resize), "generator", and
+        "total". Synchronises the device between stages (CUDA), so the total is slightly higher
+        than an unprofiled call."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        stages: dict[str, float] = {}
+        last = [time.perf_counter()]
+        start = last[0]
+
+        def mark(stage: str) -> None:
+            sync()
+            now = time.perf_counter()
+            stages[stage] = stages.get(stage, 0.0) + 1e3 * (now - last[0])
+            last[0] = now
+
+        sync()
+        self._run(images, targets, False, mark)
+        stages["total"] = 1e3 * (last[0] - start)
+        return stages
+
+
+def _no_mark(stage: str) -> None:
+    pass
+
+
+def _positions(num_layers: int, k: int, cnn: nn.Module) -> list[int]:
+    try:
+        return paper_positions(num_layers, k)
+    except ValueError as error:
+        raise ValueError(f"representation: the generator takes k={k} cumulative maps, but {type(cnn).__name__} gives "
+                         f"{num_layers} layer maps at this input size, too few for {k} distinct positions ({error})"
+                         ) from None
+
+
+def _device_copy(module: nn.Module, device: torch.device) -> nn.Module:
+    weight = next(iter(module.parameters()), None)
+    if weight is None or weight.device == device:
+        return module
+    # a copy, so that the user's module stays where it is
+    return copy.deepcopy(module).to(device)
+
+
+def compile(  # noqa: A001 - fastinterp.compile, as torch.compile
+    cnn: nn.Module,
+    generator: nn.Module | str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    representation: str | dict | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    backend: str = "auto",
+) -> Explainer:
+    """An :class:`Explainer` running ``cnn`` and ``generator`` as one pipeline.
+
+    Args:
+        cnn: eager ``nn.Module`` returning logits (B, classes); never modified (see the module doc).
+        generator: a module from ``fastinterp.load_generator`` / ``build_generator``, or a generator
+            checkpoint path. The representation recorded in its metadata (kind, k, size, method,
+            order, teacher, skip_1x1) is used; a module without metadata gets the shipped demo's
+            (``DEFAULT_REPRESENTATION``) at its own k and size.
+        device: where to explain (default: the CNN's device). A CNN or generator elsewhere is
+            copied there (the user's modules stay where they are).
+        dtype: None (the CNN's own dtype) or torch.float16 / torch.bfloat16: run under autocast;
+            maps and logits still come back float32.
+        representation: override: "gradient" / "activation" or a dict of fields. A k or size the
+            generator cannot take raises; any other change from what it was trained on warns.
+        batch_sizes: batch sizes to run once now (warm-up of allocators and kernel caches), so the
+            first real call is not slower.
+        input_size: (H, W) or int of the probe run at compile time (default: the CNN's
+            ``input_size`` attribute, as zoo CNNs have, else 224). The probe checks what can only be
+            checked by running: enough conv layers for k, a poolable head for the activation kind.
+        backend: ``fastinterp.ops.cumulative_average`` backend ("auto": C++ on CPU, Triton on CUDA).
+    """
+    check_model(cnn)
+    module, metadata = _resolve_generator(generator)
+    options = _resolve_options(module, metadata, representation)
+    if dtype is not None and dtype not in _AUTOCAST + (torch.float32,):
+        raise ValueError(f"dtype: expected None, torch.float16, torch.bfloat16 or torch.float32, got {dtype!r}")
+    dtype = None if dtype == torch.float32 else dtype
+    image_resize = image_resize_of(metadata) if metadata is not None else DEFAULT_IMAGE_RESIZE
+    weight = stem_weight(cnn)
+    target = weight.device if device is None else torch.device(device)
+    stem = first_conv(cnn)
+    if stem.in_channels != GENERATOR_IMAGE_CHANNELS:
+        raise ValueError(f"cnn: takes {stem.in_channels}-channel images, but the generator takes "
+                         f"{GENERATOR_IMAGE_CHANNELS}-channel images; explain a 3-channel CNN")
+    cnn = _device_copy(cnn, target)
+    module = _device_copy(module, target)
+    explainer = Explainer(cnn, module, options, image_resize, target, dtype, backend, metadata)
+    size = input_size if input_size is not None else getattr(cnn, "input_size", None) or 224
+    size = check_size(size, "input_size")
+    probe = torch.rand(1, stem.in_channels, *size, dtype=weight.dtype, device=target,
+                       generator=torch.Generator(device=target).manual_seed(0))
+    explainer.explain(probe)
+    if batch_sizes is not None:
+        if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not all(
+                isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes):
+            raise ValueError(f"batch_sizes: expected a list of ints >= 1, got {batch_sizes!r}")
+        for b in batch_sizes:
+            explainer.explain(probe.expand(b, *probe.shape[1:]).contiguous())
+    return explainer
