@@ -4,7 +4,10 @@
 #      random ragged shapes (fp32 / fp16 / bf16 / fp64, NaN-poisoned outputs, non-finite input);
 #   2. a tile-size sweep of the kernel alone at resnet50 shapes, B = 32, 224x224, K = 8;
 #   3. the benchmark table (benchmarks/bench_ops.py, torch vs triton vs triton kernel-only);
-#   4. a short summary, printed last.
+#   4. the runtime on CUDA: Explainer.explain against the same pipeline run on the CPU (both
+#      representations), then fastinterp-bench --device cuda (resnet50, 224, batch 1 and 8,
+#      float32 and bfloat16 autocast);
+#   5. a short summary, printed last.
 #
 #     bash benchmarks/gpu_check.sh            # from the repository root
 #
@@ -152,7 +155,38 @@ EOF
 echo "== 3. benchmark table"
 "$PY" "$ROOT/benchmarks/bench_ops.py" --device cuda --json "$LOGDIR/bench.json" 2>&1 | tee "$LOGDIR/bench.log"
 
-echo "== 4. summary"
+echo "== 4. runtime on CUDA: explain() vs the CPU pipeline, then fastinterp-bench"
+"$PY" - "$LOGDIR/runtime.json" <<'EOF' 2>&1 | tee "$LOGDIR/runtime.log"
+import copy, json, sys
+import torch, torchvision
+import fastinterp
+from fastinterp.models import build_generator
+
+fails, rows = [], []
+for arch in ("resnet18", "mobilenet_v3_small", "densenet121", "vgg13"):
+    torch.manual_seed(0)
+    cnn = getattr(torchvision.models, arch)(num_classes=10).eval()
+    gen = build_generator("fast", k=8, size=64).eval()
+    x = torch.rand(3, 3, 80, 80, generator=torch.Generator().manual_seed(1))
+    for kind in ("gradient", "activation"):
+        cpu = fastinterp.compile(cnn, gen, representation=kind, input_size=80, backend="torch").explain(x)
+        gpu_ex = fastinterp.compile(copy.deepcopy(cnn).cuda(), copy.deepcopy(gen).cuda(), representation=kind,
+                                    input_size=80)
+        out = gpu_ex.explain(x.cuda())
+        err = (out.maps.cpu() - cpu.maps).abs().max().item()
+        same = torch.equal(out.targets.cpu(), cpu.targets)
+        rows.append(dict(arch=arch, kind=kind, max_abs_err=err, same_targets=same))
+        print(f"{arch:20s} {kind:10s} max |maps - cpu maps| {err:.2e}  targets equal {same}")
+        if not (err <= 1e-3 and same):  # cuDNN vs CPU convolutions: rounding differs; NaN fails
+            fails.append(rows[-1])
+json.dump(dict(rows=rows, failures=fails), open(sys.argv[1], "w"), indent=1)
+EOF
+"$PY" -m fastinterp.runtime.bench --device cuda --batch-sizes 1 8 --iters 30 --no-progress \
+    --json "$LOGDIR/bench_runtime.json" 2>&1 | tee "$LOGDIR/bench_runtime.log"
+"$PY" -m fastinterp.runtime.bench --device cuda --batch-sizes 1 8 --iters 30 --no-progress --dtype bfloat16 \
+    --no-pytorch-grad-cam --json "$LOGDIR/bench_runtime_bf16.json" 2>&1 | tee "$LOGDIR/bench_runtime_bf16.log"
+
+echo "== 5. summary"
 "$PY" - "$LOGDIR" <<'EOF'
 import json, os, sys
 d = sys.argv[1]
@@ -162,6 +196,7 @@ def load(name):
     except Exception as e:
         return None
 c, s, b = load("correctness.json"), load("sweep.json"), load("bench.json")
+rt, rb = load("runtime.json"), load("bench_runtime.json")
 if c:
     print(f"correctness: {c['checks']} checks, {len(c['failures'])} failures, worst |err| {c['worst']:.2e} (limit 1e-5)")
 else:
@@ -177,6 +212,15 @@ if b:
             sp = f", {r['speedup']:.1f}x vs torch" if r["speedup"] else ""
             print(f"resnet50 B=32 224x224 {r['backend']:>13}: {r['ms'] * 1e3:8.1f} us, {r['x_floor']:.2f}x floor{sp}"
                   + ("  (target <= 1.6x)" if r["backend"].startswith("triton") else ""))
+if rt:
+    print(f"runtime on CUDA: {len(rt['rows'])} explain() checks against the CPU pipeline, {len(rt['failures'])} failures, "
+          f"worst |err| {max(r['max_abs_err'] for r in rt['rows']):.2e} (limit 1e-3)")
+else:
+    print("runtime on CUDA: DID NOT RUN")
+if rb:
+    for r in rb["rows"]:
+        if r["method"].startswith("explain") or r["method"] == "forward":
+            print(f"bench {r['method']:>18} batch {r['batch']}: p50 {r['p50_ms']:.2f} ms, {r['ratio_to_forward']:.2f}x forward")
 print(f"logs: {d}")
-sys.exit(0 if c and not c["failures"] else 1)
+sys.exit(0 if c and not c["failures"] and rt and not rt["failures"] else 1)
 EOF

@@ -96,7 +96,8 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     device = torch.device(args.device)
     cnn, generator, side, described = _models(args)
     cnn, generator = cnn.to(device), generator.to(device)
-    explainers = {kind: fastinterp.compile(cnn, generator, representation=kind, input_size=side)
+    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    explainers = {kind: fastinterp.compile(cnn, generator, representation=kind, input_size=side, dtype=dtype)
                   for kind in args.representations}
     last_conv = fastinterp.conv_layers(cnn, torch.rand(1, 3, side, side, device=device))[-1]
     pgc = None
@@ -175,7 +176,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     for explainer in explainers.values():
         explainer.close()
     return {
-        "model": described, "input": f"3x{side}x{side}", "device": str(device),
+        "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtype": args.dtype,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": torch.get_num_threads(),
         "torch": torch.__version__, "fastinterp": fastinterp.__version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
@@ -184,7 +185,8 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"fastinterp-bench: {report['model']}, input {report['input']}, {report['device']}, torch "
+    lines = [f"fastinterp-bench: {report['model']}, input {report['input']}, {report['device']}, explain in "
+             f"{report['dtype']}, torch "
              f"{report['torch']}, {report['iters']} interleaved rounds after {report['warmup']} warm-up calls, "
              f"{report['date']}", "",
              "| threads | batch | method | p50 ms | p95 ms | p99 ms | images/s | x forward | peak MB |",
@@ -220,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=15, help="timed rounds (default 15)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="explain() under autocast to this dtype (the baselines stay float32)")
     p.add_argument("--no-pytorch-grad-cam", action="store_true", help="skip pytorch-grad-cam even if installed")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     p.add_argument("--quick", action="store_true", help="a tiny run (resnet18 at 64 px, batch 2, 3 rounds): "
