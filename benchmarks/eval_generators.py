@@ -50,6 +50,32 @@ def run(command: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "fastinterp", *command], check=True)
 
 
+def zoo_checkpoints(zoo: Path, archs: list[str], threads: list[str]) -> dict[str, Path]:
+    """{arch: checkpoint} of the digits zoo in ``zoo``; trains the missing ones (``fastinterp zoo``)."""
+    checkpoint = {arch: zoo / f"{arch}_digits.safetensors" for arch in archs}
+    missing = [arch for arch, path in checkpoint.items() if not path.exists()]
+    if missing:
+        run(["zoo", "--archs", *missing, "--dataset", "digits", "--input-size", "64", "--out", str(zoo), *threads])
+    return checkpoint
+
+
+def build_datasets(seen: list[Path], left_out: Path, out: Path, representation: list[str], train_n: int,
+                   test_n: int, threads: list[str]) -> dict[str, Path]:
+    """The three datasets of a fidelity run (``fastinterp build-dataset``, resumable): ``train_n``
+    train-split digits explained by the ``seen`` CNNs round robin, ``test_n`` held-out digits per
+    seen CNN, ``test_n`` held-out digits explained by the ``left_out`` CNN."""
+    data = {"train": out / "train", "seen": out / "val_seen", "left_out": out / "val_left_out"}
+    cnns = [str(path) for path in seen]
+    common = [*representation, *threads, "--no-progress"]
+    run(["build-dataset", "--cnn", *cnns, "--dataset", "digits", "--split", "train", "--n", str(train_n),
+         "--out", str(data["train"]), *common])
+    run(["build-dataset", "--cnn", *cnns, "--dataset", "digits", "--split", "test", "--n", str(test_n * len(cnns)),
+         "--out", str(data["seen"]), *common])
+    run(["build-dataset", "--cnn", str(left_out), "--dataset", "digits", "--split", "test", "--n", str(test_n),
+         "--out", str(data["left_out"]), *common])
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--zoo", type=Path, default=Path("checkpoints/zoo"))
@@ -67,19 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     threads = ["--threads", str(args.threads)]
 
-    checkpoint = {arch: args.zoo / f"{arch}_digits.safetensors" for arch in [*args.seen, args.left_out]}
-    missing = [arch for arch, path in checkpoint.items() if not path.exists()]
-    if missing:
-        run(["zoo", "--archs", *missing, "--dataset", "digits", "--input-size", "64", "--out", str(args.zoo),
-             *threads])
-    seen = [str(checkpoint[arch]) for arch in args.seen]
-    data = {"train": args.out / "train", "seen": args.out / "val_seen", "left_out": args.out / "val_left_out"}
-    run(["build-dataset", "--cnn", *seen, "--dataset", "digits", "--split", "train", "--n", str(args.train_n),
-         "--out", str(data["train"]), *REPRESENTATION, *threads, "--no-progress"])
-    run(["build-dataset", "--cnn", *seen, "--dataset", "digits", "--split", "test",
-         "--n", str(args.test_n * len(seen)), "--out", str(data["seen"]), *REPRESENTATION, *threads, "--no-progress"])
-    run(["build-dataset", "--cnn", str(checkpoint[args.left_out]), "--dataset", "digits", "--split", "test",
-         "--n", str(args.test_n), "--out", str(data["left_out"]), *REPRESENTATION, *threads, "--no-progress"])
+    checkpoint = zoo_checkpoints(args.zoo, [*args.seen, args.left_out], threads)
+    data = build_datasets([checkpoint[arch] for arch in args.seen], checkpoint[args.left_out], args.out,
+                          REPRESENTATION, args.train_n, args.test_n, threads)
 
     rows = []
     for kind in args.kinds:

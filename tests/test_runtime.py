@@ -291,3 +291,25 @@ def test_bench_quick_report_is_complete(tmp_path, capsys):
     assert {b["kind"] for b in report["breakdown"]} == {"gradient", "activation"}
     table = capsys.readouterr().out
     assert table.count("\n| 2 | 2 |") == len(report["rows"]) + len(report["breakdown"])
+
+
+def test_concurrent_explainers_of_one_cnn_do_not_interfere():
+    cnn = build("resnet18")
+    explainers = [fastinterp.compile(cnn, generator(seed=s), representation=kind, input_size=64)
+                  for s, kind in enumerate(["gradient", "activation", "gradient"])]
+    x = pictures(2, 64)
+    sequential = [e.explain(x).maps for e in explainers]
+    results: dict[int, torch.Tensor] = {}
+    barrier = threading.Barrier(6)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        results[i] = explainers[i % 3].explain(x).maps
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(6):
+        torch.testing.assert_close(results[i], sequential[i % 3], rtol=0, atol=1e-6)
