@@ -26,10 +26,11 @@ from collections.abc import Callable
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["add_forward_hook", "eval_view"]
+__all__ = ["add_forward_hook", "add_forward_pre_hook", "eval_view"]
 
 # what register_forward_hook writes to (the last two only for its keyword options)
 _FORWARD_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+_FORWARD_PRE_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
 
 
 def eval_view(model: nn.Module) -> nn.Module:
@@ -60,3 +61,12 @@ def add_forward_hook(module: nn.Module, hook: Callable) -> RemovableHandle:
         if key in module.__dict__:
             module.__dict__[key] = module.__dict__[key].copy()
     return module.register_forward_hook(hook)
+
+
+def add_forward_pre_hook(module: nn.Module, hook: Callable) -> RemovableHandle:
+    """``module.register_forward_pre_hook(hook)`` for a module of an eval view, leaving the model's
+    module untouched (as :func:`add_forward_hook`)."""
+    for key in _FORWARD_PRE_HOOK_DICTS:
+        if key in module.__dict__:
+            module.__dict__[key] = module.__dict__[key].copy()
+    return module.register_forward_pre_hook(hook)

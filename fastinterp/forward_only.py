@@ -38,7 +38,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from fastinterp.cams import gradcam
-from fastinterp.eval_view import add_forward_hook, eval_view
+from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
 from fastinterp.validation import check_images, check_model, check_target_range, check_targets
 
 __all__ = ["HEAD_MAP", "HeadPlan", "activation_layer_maps", "head_plan"]
@@ -74,29 +74,41 @@ def _is_global(func, args, kwargs) -> bool:
     return False
 
 
-class _Probe(TorchFunctionMode):
-    """Counts convs and average poolings; keeps what runs after the last pooling."""
+_POOL_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
-    def __init__(self):
+
+class _Probe(TorchFunctionMode):
+    """Counts convs and average poolings; keeps what runs after the last pooling, and whether that
+    pooling is a module's (``module_inputs``: id of each pooling module's input -> (its name, the
+    input), the input kept alive so that a freed tensor's id cannot match a later one)."""
+
+    def __init__(self, module_inputs: dict[int, tuple[str, torch.Tensor]]):
         super().__init__()
+        self.module_inputs = module_inputs
         self.convs = 0
         self.pools: list[int] = []  # conv count at each pooling call
+        self.pool_module: str | None = None  # the last pooling's module, if it is one
         self.after: list = []  # functions called after the last pooling
         self.global_pool = False
         self.last_linear_out: torch.Tensor | None = None
+        self.linear_weight: torch.Tensor | None = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is F.conv2d:
             self.convs += 1
-        if _pool_input(func, args, kwargs) is not None:
+        features = _pool_input(func, args, kwargs)
+        if features is not None:
             self.pools.append(self.convs)
+            entry = self.module_inputs.get(id(features))
+            self.pool_module = entry[0] if entry is not None and entry[1] is features else None
             self.after, self.global_pool = [], _is_global(func, args, kwargs)
         elif self.pools:
             self.after.append(func)
             if func is F.linear:
                 self.last_linear_out = out
+                self.linear_weight = args[1] if len(args) > 1 else kwargs.get("weight")
         return out
 
 
@@ -106,6 +118,9 @@ class HeadPlan:
 
     pool_index: int  # which average pooling call (0-based, execution order) is the head's
     linear: bool  # global average pool, then reshapes/dropout and one Linear giving the logits
+    pool_module: str | None  # the module doing that pooling (tapped by a pre-hook), or None (functional:
+    #                          tapped by a TorchFunctionMode, which costs Python time on every op)
+    linear_module: str | None  # the head's nn.Linear (linear heads with a pooling module)
 
 
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -121,9 +136,21 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
         plan = _PLANS.get(model, {}).get(key)
     if plan is not None:
         return plan
-    probe = _Probe()
+    view = eval_view(model)
+    module_inputs: dict[int, tuple[str, torch.Tensor]] = {}
+    module_calls: dict[str, int] = {}
+
+    def record(module_name: str, args: tuple) -> None:
+        module_inputs[id(args[0])] = (module_name, args[0])
+        module_calls[module_name] = module_calls.get(module_name, 0) + 1
+
+    linears = {id(m.weight): n for n, m in view.named_modules() if isinstance(m, nn.Linear)}
+    for module_name, module in view.named_modules():
+        if isinstance(module, _POOL_MODULES):
+            add_forward_pre_hook(module, lambda mod, args, n=module_name: record(n, args))
+    probe = _Probe(module_inputs)
     with torch.no_grad(), probe:
-        logits = eval_view(model)(images[:1])
+        logits = view(images[:1])
     name = type(model).__name__
     if not probe.pools:
         raise ValueError(
@@ -139,7 +166,12 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
     linear_count = sum(f is F.linear for f in probe.after)
     linear = (probe.global_pool and linear_count == 1 and all(f is F.linear or f in _RESHAPES for f in probe.after)
               and probe.last_linear_out is logits)
-    plan = HeadPlan(pool_index=len(probe.pools) - 1, linear=linear)
+    linear_module = linears.get(id(probe.linear_weight)) if linear else None
+    if probe.pool_module is not None and module_calls[probe.pool_module] != 1:  # one module pooling twice
+        probe.pool_module = None
+    plan = HeadPlan(pool_index=len(probe.pools) - 1, linear=linear,
+                    pool_module=probe.pool_module if (not linear or linear_module is not None) else None,
+                    linear_module=linear_module)
     with _PLANS_LOCK:
         _PLANS.setdefault(model, {})[key] = plan
     return plan
@@ -182,6 +214,32 @@ class _HeadTap(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _ModuleTap:
+    """The same as :class:`_HeadTap` with forward pre-hooks on the view's pooling module (and the
+    head's Linear), for heads whose pooling is a module: no Python runs on the trunk's ops."""
+
+    def __init__(self, plan: HeadPlan, view: nn.Module):
+        self.plan = plan
+        self.features: torch.Tensor | None = None
+        self.weight: torch.Tensor | None = None
+        self.calls = 0
+        add_forward_pre_hook(view.get_submodule(plan.pool_module), self._pool)
+        if plan.linear:
+            add_forward_pre_hook(view.get_submodule(plan.linear_module), self._linear)
+
+    def _pool(self, module, args):
+        self.calls += 1
+        if self.plan.linear:
+            self.features = args[0]
+            return None
+        self.features = args[0].detach().requires_grad_(True)
+        torch._C._set_grad_enabled(True)  # the head only; the caller's no_grad() restores the mode after
+        return (self.features, *args[1:])
+
+    def _linear(self, module, args):
+        self.weight = module.weight
+
+
 @dataclass
 class ActivationMaps:
     """Raw maps of one forward pass: every conv layer's activation map, then the head's CAM."""
@@ -221,11 +279,18 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
     for name, module in view.named_modules():
         if isinstance(module, nn.Conv2d):
             add_forward_hook(module, make_hook(name))
-    tap = _HeadTap(plan)
     grad_context = torch.inference_mode() if plan.linear else torch.no_grad()
-    with grad_context, tap:
-        logits = view(images)
-    if tap.features is None or (plan.linear and tap.weight is None):
+    if plan.pool_module is not None:
+        tap = _ModuleTap(plan, view)
+        with grad_context:
+            logits = view(images)
+        changed = tap.calls != 1
+    else:
+        tap = _HeadTap(plan)
+        with grad_context, tap:
+            logits = view(images)
+        changed = False
+    if changed or tap.features is None or (plan.linear and tap.weight is None):
         raise RuntimeError(f"model: {type(model).__name__}'s head ran differently than when it was probed (its "
                            "forward depends on the data?); the forward-only representation needs a fixed head")
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:

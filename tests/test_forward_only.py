@@ -130,3 +130,43 @@ def test_activation_representation_puts_the_head_cam_first():
     assert rep.teacher_layer == "layer4.1.conv2"
     none = fastinterp.cnn_representation(model, x, kind="activation", teacher=None)
     assert none.teacher is None and torch.equal(none.cgm, rep.cgm)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_module_hook_and_function_mode_taps_agree(arch):
+    """A head pooled by a module is tapped with pre-hooks (no Python on the trunk's ops); the
+    TorchFunctionMode tap, used for functional pools, must give the same maps."""
+    import dataclasses
+
+    from fastinterp import forward_only
+
+    model, x = build(arch), images_for(arch, batch=2)
+    plan = head_plan(model, x)
+    assert plan.pool_module == "avgpool"
+    by_hooks = activation_layer_maps(model, x)
+    forward_only._PLANS[model][tuple(x.shape[1:])] = dataclasses.replace(plan, pool_module=None, linear_module=None)
+    by_mode = activation_layer_maps(model, x)
+    for a, b in zip(by_hooks.maps, by_mode.maps):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_pooling_module_used_twice_is_tapped_by_the_function_mode():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+            self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = self.conv(x)
+            x = self.conv2(x * self.pool(x))  # the same pooling module in an SE-like gate...
+            return self.fc(self.pool(x).flatten(1))  # ...and in the head
+
+    model, x = Shared().eval(), images_for("x")
+    plan = head_plan(model, x)
+    assert plan.pool_index == 1 and plan.pool_module is None and plan.linear
+    maps = activation_layer_maps(model, x)
+    with torch.no_grad():
+        features = model.conv2(model.conv(x) * model.pool(model.conv(x)))
+    expected = torch.relu(torch.einsum("bc,bchw->bhw", model.fc.weight[maps.targets], features))
+    assert max_rel_error(maps.maps[-1], expected) < 1e-5
