@@ -2,7 +2,8 @@
 # The package as a user installs it, away from the checkout:
 #   1. build the wheel (pip, build isolation) and install it in a fresh virtual environment;
 #   2. from another directory: `fastinterp demo` without matplotlib must fail with one line naming
-#      the extra (status 2); with the extra it runs; a smoke test of the installed package;
+#      the extra (status 2); with the extra it runs; a smoke test of the installed package
+#      (representation, compile/explain) and `fastinterp-bench --quick`;
 #   3. build the same wheel with OpenMP off, install it over the first, check that
 #      `fastinterp --version` says so, and run the kernel tests against it (C++ serial fallback;
 #      the Triton kernels through the interpreter, from the wheel's fastinterp.kernels).
@@ -56,8 +57,13 @@ fast = fastinterp.cnn_representation(model, images, backend="cpp")
 reference = fastinterp.cnn_representation(model, images, backend="torch")
 assert fast.cgm.shape == (2, 8, 64, 64) and fast.teacher_cgm is None
 assert (fast.cgm - reference.cgm).abs().max() <= 1e-5
+from fastinterp.models import build_generator
+with fastinterp.compile(model, build_generator("fast"), input_size=64) as explainer:
+    out = explainer.explain(images.numpy())
+assert out.maps.shape == (2, 64, 64) and 0 <= out.maps.min() <= out.maps.max() <= 1
 print("smoke test passed:", fastinterp.__file__)
 PY
+"$V/fastinterp-bench" --quick --no-progress | tail -3  # the console script, from the wheel
 
 echo "== wheel_check 3: the same wheel built without OpenMP"
 "$PYTHON" -m pip wheel "${PIP[@]}" --no-deps -w "$WORK/dist-serial" -Cbuild-dir="$WORK/build-serial" \

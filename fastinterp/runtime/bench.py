@@ -12,7 +12,8 @@ interleaved rounds (one call of each method per round, so that a noisy machine s
 
 and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
 resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
-CUDA: torch.cuda.max_memory_allocated) and the per-stage breakdown of explain (median of
+CUDA: torch.cuda.max_memory_allocated), the Python time of a call (CPU: wall time outside aten
+ops under torch.profiler) and the per-stage breakdown of explain (median of
 ``Explainer.profile``). Output: a markdown table on stdout, ``--json FILE`` for the numbers.
 """
 
@@ -59,6 +60,26 @@ def _peak_rss_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def _outside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict[str, float]:
+    """Per method, the median over a few calls of wall time minus the time inside top-level aten
+    ops (torch.profiler, CPU): the Python (and framework) time of a call. The profiler adds its
+    own per-op cost, so this is an upper bound; compare a method with the forward's own."""
+    from torch.profiler import ProfilerActivity, profile
+
+    result = {}
+    for name, method in methods.items():
+        values = []
+        for _ in range(max(3, min(iters, 7))):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                start = time.perf_counter()
+                method()
+                wall = time.perf_counter() - start
+            inside = sum(e.cpu_time_total for e in prof.events() if e.cpu_parent is None) / 1e3
+            values.append(1e3 * wall - inside)
+        result[name] = statistics.median(values)
+    return result
 
 
 def _models(args) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
@@ -157,13 +178,14 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
                 sync()
                 times[name].append(1e3 * (time.perf_counter() - start))
                 bar.update()
+        outside = _outside_ops_ms(methods, args.iters) if device.type == "cpu" else {}
         base = statistics.median(times["forward"])
         for name, values in times.items():
             p50 = statistics.median(values)
             rows.append({"threads": threads, "batch": batch, "method": name, "p50_ms": p50,
                          "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
                          "images_per_s": 1e3 * batch / p50, "ratio_to_forward": p50 / base,
-                         "peak_mb": peaks[name]})
+                         "peak_mb": peaks[name], "outside_ops_ms": outside.get(name)})
         for kind, explainer in explainers.items():
             profiles = []
             for _ in range(max(1, args.iters // 2)):
@@ -189,12 +211,15 @@ def markdown(report: dict) -> str:
              f"{report['dtype']}, torch "
              f"{report['torch']}, {report['iters']} interleaved rounds after {report['warmup']} warm-up calls, "
              f"{report['date']}", "",
-             "| threads | batch | method | p50 ms | p95 ms | p99 ms | images/s | x forward | peak MB |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| threads | batch | method | p50 ms | p95 ms | p99 ms | images/s | x forward | peak MB | Python ms |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+        python = "" if r.get("outside_ops_ms") is None else f"{r['outside_ops_ms']:.2f}"
         lines.append(f"| {r['threads']} | {r['batch']} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['images_per_s']:.1f} | {r['ratio_to_forward']:.3f} | {peak} |")
+                     f"{r['p99_ms']:.2f} | {r['images_per_s']:.1f} | {r['ratio_to_forward']:.3f} | {peak} | {python} |")
+    lines += ["", "Python ms: wall time outside aten ops of one call (torch.profiler, median; an upper bound, "
+              "the profiler adds per-op cost); the forward's own is the CNN's Python."]
     if report["breakdown"]:
         stages = list(dict.fromkeys(s for b in report["breakdown"] for s in b["stages_ms"]))
         lines += ["", "explain() per stage (ms, median of Explainer.profile, synchronised per stage):", "",
