@@ -182,9 +182,7 @@ for arch in ("resnet18", "mobilenet_v3_small", "densenet121", "vgg13"):
 json.dump(dict(rows=rows, failures=fails), open(sys.argv[1], "w"), indent=1)
 EOF
 "$PY" -m fastinterp.runtime.bench --device cuda --batch-sizes 1 8 --iters 30 --no-progress \
-    --json "$LOGDIR/bench_runtime.json" 2>&1 | tee "$LOGDIR/bench_runtime.log"
-"$PY" -m fastinterp.runtime.bench --device cuda --batch-sizes 1 8 --iters 30 --no-progress --dtype bfloat16 \
-    --no-pytorch-grad-cam --json "$LOGDIR/bench_runtime_bf16.json" 2>&1 | tee "$LOGDIR/bench_runtime_bf16.log"
+    --dtypes float32 bfloat16 --json "$LOGDIR/bench_runtime.json" 2>&1 | tee "$LOGDIR/bench_runtime.log"
 
 echo "== 5. summary"
 "$PY" - "$LOGDIR" <<'EOF'

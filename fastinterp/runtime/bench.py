@@ -117,9 +117,11 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     device = torch.device(args.device)
     cnn, generator, side, described = _models(args)
     cnn, generator = cnn.to(device), generator.to(device)
-    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    explainers = {kind: fastinterp.compile(cnn, generator, representation=kind, input_size=side, dtype=dtype)
-                  for kind in args.representations}
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    # one explainer per (representation, dtype): "gradient", "activation", "gradient-bfloat16", ...
+    explainers = {kind if dtype == "float32" else f"{kind}-{dtype}":
+                  fastinterp.compile(cnn, generator, representation=kind, input_size=side, dtype=dtypes[dtype])
+                  for dtype in dict.fromkeys(args.dtypes) for kind in args.representations}
     last_conv = fastinterp.conv_layers(cnn, torch.rand(1, 3, side, side, device=device))[-1]
     pgc = None
     if importlib.util.find_spec("pytorch_grad_cam") is not None and not args.no_pytorch_grad_cam:
@@ -131,7 +133,8 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
 
     rows, breakdowns = [], []
     configs = [(t, b) for t in args.threads for b in args.batch_sizes]
-    total = len(configs) * (args.warmup + args.iters) * (3 + 2 * len(explainers) + (pgc is not None))
+    total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(args.representations)
+                                                         + (pgc is not None))
     bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
     for threads, batch in configs:
         torch.set_num_threads(threads)
@@ -145,8 +148,9 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
                                                     "gradcam": lambda: fastinterp.gradcam(cnn, images)}
         if pgc is not None:
             methods["pytorch-gradcam"] = lambda: pgc(input_tensor=images, targets=None)
-        for kind, explainer in explainers.items():
-            options = {key: value for key, value in explainer.representation.items()}
+        for kind in args.representations:  # the hand-written pipeline, float32
+            explainer = explainers.get(kind) or next(e for label, e in explainers.items() if label.startswith(kind))
+            options = dict(explainer.representation)
 
             def hand(options=options, explainer=explainer):
                 rep = fastinterp.cnn_representation(cnn, images, **{**options, "teacher": None})
@@ -157,7 +161,8 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
                                                            antialias=True, align_corners=False)
 
             methods[f"hand-{kind}"] = hand
-            methods[f"explain-{kind}"] = lambda explainer=explainer: explainer.explain(images)
+        for label, explainer in explainers.items():
+            methods[f"explain-{label}"] = lambda explainer=explainer: explainer.explain(images)
         times: dict[str, list[float]] = {name: [] for name in methods}
         peaks: dict[str, float | None] = {}
         for name, method in methods.items():  # warm-up, and each method's own peak memory
@@ -198,7 +203,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     for explainer in explainers.values():
         explainer.close()
     return {
-        "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtype": args.dtype,
+        "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtypes": args.dtypes,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": torch.get_num_threads(),
         "torch": torch.__version__, "fastinterp": fastinterp.__version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
@@ -208,7 +213,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [f"fastinterp-bench: {report['model']}, input {report['input']}, {report['device']}, explain in "
-             f"{report['dtype']}, torch "
+             f"{' and '.join(report['dtypes'])}, torch "
              f"{report['torch']}, {report['iters']} interleaved rounds after {report['warmup']} warm-up calls, "
              f"{report['date']}", "",
              "| threads | batch | method | p50 ms | p95 ms | p99 ms | images/s | x forward | peak MB | Python ms |",
@@ -247,8 +252,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=15, help="timed rounds (default 15)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="explain() under autocast to this dtype (the baselines stay float32)")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16", "float16"),
+                   help="explain() in each (bfloat16/float16: autocast; the baselines stay float32)")
     p.add_argument("--no-pytorch-grad-cam", action="store_true", help="skip pytorch-grad-cam even if installed")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     p.add_argument("--quick", action="store_true", help="a tiny run (resnet18 at 64 px, batch 2, 3 rounds): "
