@@ -157,7 +157,7 @@ echo "== 3. benchmark table"
 
 echo "== 4. runtime on CUDA: explain() vs the CPU pipeline, then fastinterp-bench"
 "$PY" - "$LOGDIR/runtime.json" <<'EOF' 2>&1 | tee "$LOGDIR/runtime.log"
-import copy, json, sys
+import json, sys
 import torch, torchvision
 import fastinterp
 from fastinterp.models import build_generator
@@ -170,8 +170,9 @@ for arch in ("resnet18", "mobilenet_v3_small", "densenet121", "vgg13"):
     x = torch.rand(3, 3, 80, 80, generator=torch.Generator().manual_seed(1))
     for kind in ("gradient", "activation"):
         cpu = fastinterp.compile(cnn, gen, representation=kind, input_size=80, backend="torch").explain(x)
-        gpu_ex = fastinterp.compile(copy.deepcopy(cnn).cuda(), copy.deepcopy(gen).cuda(), representation=kind,
-                                    input_size=80)
+        # device="cuda" (no index): the explainer copies the CPU CNN there and normalises the device
+        gpu_ex = fastinterp.compile(cnn, gen, representation=kind, input_size=80, device="cuda")
+        assert next(cnn.parameters()).device.type == "cpu"  # the user's CNN stays where it was
         out = gpu_ex.explain(x.cuda())
         err = (out.maps.cpu() - cpu.maps).abs().max().item()
         same = torch.equal(out.targets.cpu(), cpu.targets)

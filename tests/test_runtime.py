@@ -313,3 +313,53 @@ def test_concurrent_explainers_of_one_cnn_do_not_interfere():
         t.join()
     for i in range(6):
         torch.testing.assert_close(results[i], sequential[i % 3], rtol=0, atol=1e-6)
+
+
+def test_explain_inside_inference_mode_and_no_grad_gives_ordinary_tensors(explainer):
+    x = pictures(2, 64)
+    plain = explainer.explain(x)
+    with torch.inference_mode():
+        inside = explainer.explain(torch.rand(2, 3, 64, 64).copy_(x))  # an inference tensor in
+    with torch.no_grad():
+        no_grad = explainer.explain(x, return_cgm=True)
+    for out in (inside, no_grad):
+        torch.testing.assert_close(out.maps, plain.maps, rtol=0, atol=1e-6)
+    for tensor in (plain.maps, plain.logits, inside.maps, no_grad.cgm):
+        assert not tensor.is_inference() and not tensor.requires_grad
+        tensor.mul_(1)  # writable like any tensor
+
+
+def test_bad_targets_and_representation_fields(explainer):
+    x = pictures(2, 64)
+    with pytest.raises(ValueError, match="targets: on meta, but the explainer runs on cpu"):
+        explainer.explain(x, torch.zeros(2, dtype=torch.int64, device="meta"))
+    with pytest.raises(TypeError, match="targets: expected class indices"):
+        explainer.explain(x, np.array([1.0, 2.0]))
+    cnn, gen = build("resnet18"), generator()
+    with pytest.raises(TypeError, match="skip_1x1 must be True or False"):
+        fastinterp.compile(cnn, gen, representation={"skip_1x1": "no"})
+    with pytest.raises(TypeError, match="teacher must be"):
+        fastinterp.compile(cnn, gen, representation={"teacher": 12345})
+    switched = fastinterp.compile(cnn, gen, representation={"kind": "activation"}, input_size=64)
+    assert switched.representation["order"] == "last_to_first"  # the new kind's default order
+    with pytest.raises(TypeError):
+        switched.representation["kind"] = "gradient"  # read-only: threads share it
+
+
+def test_compile_errors_name_the_generator_side_and_the_probe(tmp_path):
+    no_pool = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 28 * 28, 3)).eval()
+    path = save_generator(tmp_path / "g.safetensors", generator(k=2),
+                          representation={**fastinterp.representation.ACTIVATION_REPRESENTATION, "k": 2})
+    with pytest.raises(ValueError, match="generator was trained on the activation representation.*runs no average"):
+        fastinterp.compile(no_pool, path, input_size=32)
+    with pytest.raises(RuntimeError, match=r"compile: the probe run of Sequential on a \(1, 3, 224, 224\) input failed"):
+        fastinterp.compile(no_pool, generator(k=2))  # made for 32 x 32 images: the default 224 fails
+
+
+def test_a_bfloat16_cnn_on_the_cpu():
+    cnn, gen = build("resnet18").to(torch.bfloat16), generator()
+    explainer = fastinterp.compile(cnn, gen, input_size=64)
+    out = explainer.explain(pictures(2, 64).to(torch.bfloat16))
+    assert out.maps.dtype == out.logits.dtype == torch.float32 and out.maps.shape == (2, 64, 64)
+    with pytest.raises(TypeError, match="numpy has no torch.bfloat16"):
+        explainer.explain(np.zeros((1, 3, 64, 64), np.float32))

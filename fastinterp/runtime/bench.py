@@ -23,6 +23,7 @@ import argparse
 import copy
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -132,6 +133,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     rows, breakdowns = [], []
+    threads_before = torch.get_num_threads()
     configs = [(t, b) for t in args.threads for b in args.batch_sizes]
     total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(args.representations)
                                                          + (pgc is not None))
@@ -200,11 +202,12 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
             breakdowns.append({"threads": threads, "batch": batch, "kind": kind,
                                "stages_ms": {s: statistics.median(p.get(s, 0.0) for p in profiles) for s in stages}})
     bar.close()
+    torch.set_num_threads(threads_before)
     for explainer in explainers.values():
         explainer.close()
     return {
         "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtypes": args.dtypes,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
         "torch": torch.__version__, "fastinterp": fastinterp.__version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -94,6 +95,8 @@ def _resolve_options(generator: nn.Module, metadata: dict | None, representation
         unknown = sorted(set(representation) - set(_FIELDS))
         if unknown:
             raise ValueError(f"representation: unknown field(s) {unknown}; expected some of {list(_FIELDS)}")
+        if representation.get("kind", options["kind"]) != options["kind"] and "order" not in representation:
+            options["order"] = None  # a new kind without an order: that kind's default order
         options.update(representation)
     else:
         raise TypeError(f"representation: expected None, a kind {KINDS} or a dict, got {type(representation).__name__}")
@@ -103,6 +106,10 @@ def _resolve_options(generator: nn.Module, metadata: dict | None, representation
     if options["order"] not in ORDERS:
         raise ValueError(f"representation: order must be one of {ORDERS}, got {options['order']!r}")
     _check_method(options["method"])
+    if not isinstance(options["skip_1x1"], bool):
+        raise TypeError(f"representation: skip_1x1 must be True or False, got {options['skip_1x1']!r}")
+    if not isinstance(options["teacher"], str) or not options["teacher"]:
+        raise TypeError(f"representation: teacher must be 'last', 'first' or a module name, got {options['teacher']!r}")
     for key in ("k", "size"):
         if options[key] != config[key]:
             raise ValueError(f"representation: {key}={options[key]!r}, but the generator takes {key}={config[key]} "
@@ -127,7 +134,7 @@ class Explainer:
     def __init__(self, cnn: nn.Module, generator: nn.Module, options: dict, image_resize: str,
                  device: torch.device, dtype: torch.dtype | None, backend: str, metadata: dict | None):
         self._cnn, self._generator = cnn, generator
-        self.representation = dict(options)
+        self.representation = types.MappingProxyType(dict(options))  # read-only: threads share it
         self.image_resize, self.device, self.dtype, self.backend = image_resize, device, dtype, backend
         self.metadata = metadata
         self._closed = False
@@ -162,6 +169,8 @@ class Explainer:
         weight = stem_weight(cnn)
         if isinstance(images, np.ndarray):
             expected = _NUMPY_DTYPES.get(weight.dtype)
+            if expected is None:
+                raise TypeError(f"images: numpy has no {weight.dtype} (the CNN's dtype); pass a torch tensor")
             if images.dtype != expected:
                 raise TypeError(f"images: expected a numpy array of dtype {np.dtype(expected).name} (the CNN's "
                                 f"{weight.dtype}), got {images.dtype}")
@@ -182,11 +191,28 @@ class Explainer:
         return tensor, as_numpy
 
     # ------------------------------------------------------------------ the pipeline
+    def _targets(self, targets: object) -> object:
+        if isinstance(targets, np.ndarray):
+            if not np.issubdtype(targets.dtype, np.integer):
+                raise TypeError(f"targets: expected class indices (an integer numpy array), got dtype {targets.dtype}")
+            return torch.from_numpy(targets)
+        if isinstance(targets, torch.Tensor) and targets.device != self.device:
+            raise ValueError(f"targets: on {targets.device}, but the explainer runs on {self.device}")
+        return targets
+
     def _run(self, images: object, targets: object, return_cgm: bool, mark: Callable[[str], None]) -> Explanation:
+        # also inside the caller's torch.inference_mode() (serving code): the gradient kind needs
+        # autograd, and the outputs are ordinary tensors either way
+        with torch.inference_mode(False):
+            return self._run_pipeline(images, targets, return_cgm, mark)
+
+    def _run_pipeline(self, images: object, targets: object, return_cgm: bool,
+                      mark: Callable[[str], None]) -> Explanation:
         cnn, generator = self._models()
         x, as_numpy = self._images(images, cnn)
-        if isinstance(targets, np.ndarray):
-            targets = torch.from_numpy(targets)
+        if x.is_inference():  # made under the caller's inference mode: autograd cannot use it
+            x = x.clone()
+        targets = self._targets(targets)
         o = self.representation
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
@@ -202,11 +228,13 @@ class Explainer:
             positions = _positions(len(maps), o["k"], cnn)
             if o["order"] == "last_to_first":
                 maps = maps[::-1]
-            with torch.inference_mode():
+            with torch.no_grad():  # no_grad, not inference_mode: the outputs stay ordinary tensors
                 cgm = cumulative_average(maps, o["size"], positions, backend=self.backend)
                 mark("maps")
                 weight = stem_weight(generator)
-                small = resize_images(x.detach(), o["size"], self.image_resize).to(weight.dtype)
+                # resized in float32 at least (the CPU has no bfloat16/float16 antialiased resize)
+                small = resize_images(x.detach().to(torch.promote_types(x.dtype, torch.float32)), o["size"],
+                                      self.image_resize).to(weight.dtype)
                 mark("resize")
                 if self.device.type == "cpu":
                     small = small.contiguous(memory_format=torch.channels_last)
@@ -280,6 +308,13 @@ def _positions(num_layers: int, k: int, cnn: nn.Module) -> list[int]:
                          ) from None
 
 
+def _normalise_device(device: torch.device) -> torch.device:
+    """"cuda" -> "cuda:<current device>", so that it compares equal to the devices tensors report."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _device_copy(module: nn.Module, device: torch.device) -> nn.Module:
     weight = next(iter(module.parameters()), None)
     if weight is None or weight.device == device:
@@ -340,7 +375,7 @@ def compile(  # noqa: A001 - fastinterp.compile, as torch.compile
     dtype = None if dtype == torch.float32 else dtype
     image_resize = image_resize_of(metadata) if metadata is not None else DEFAULT_IMAGE_RESIZE
     weight = stem_weight(cnn)
-    target = weight.device if device is None else torch.device(device)
+    target = _normalise_device(weight.device if device is None else torch.device(device))
     stem = first_conv(cnn)
     if stem.in_channels != GENERATOR_IMAGE_CHANNELS:
         raise ValueError(f"cnn: takes {stem.in_channels}-channel images, but the generator takes "
@@ -352,7 +387,15 @@ def compile(  # noqa: A001 - fastinterp.compile, as torch.compile
     size = check_size(size, "input_size")
     probe = torch.rand(1, stem.in_channels, *size, dtype=weight.dtype, device=target,
                        generator=torch.Generator(device=target).manual_seed(0))
-    explainer.explain(probe)
+    try:
+        explainer.explain(probe)
+    except ValueError as error:
+        side = (f"the generator was trained on the {options['kind']} representation (k={options['k']})"
+                if metadata is not None else f"the generator takes k={options['k']} cumulative maps")
+        raise ValueError(f"compile: {side}, and {type(cnn).__name__} cannot give it: {error}") from error
+    except (RuntimeError, TypeError) as error:
+        raise RuntimeError(f"compile: the probe run of {type(cnn).__name__} on a (1, {stem.in_channels}, {size[0]}, "
+                           f"{size[1]}) input failed ({error}); pass input_size= the size the CNN takes") from error
     if batch_sizes is not None:
         if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not all(
                 isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes):

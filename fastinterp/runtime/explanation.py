@@ -75,6 +75,8 @@ class Explanation:
         """A PNG grid, one tile per image: the overlay on ``images`` if given, else the coloured
         map. Returns the path."""
         matplotlib = _require_matplotlib()
+        if colormap not in matplotlib.colormaps:
+            raise ValueError(f"colormap: {colormap!r} is not a matplotlib colormap (e.g. 'jet', 'viridis', 'inferno')")
         tiles = (self.overlay(images, alpha, colormap) if images is not None
                  else (255 * matplotlib.colormaps[colormap](_numpy(self.maps))[..., :3]).round().astype(np.uint8))
         count, height, width = tiles.shape[:3]
