@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 from fastinterp.cams import gradcam
 from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
@@ -82,9 +83,12 @@ class _Probe(TorchFunctionMode):
     pooling is a module's (``module_inputs``: id of each pooling module's input -> (its name, the
     input), the input kept alive so that a freed tensor's id cannot match a later one)."""
 
-    def __init__(self, module_inputs: dict[int, tuple[str, torch.Tensor]]):
+    def __init__(self, module_inputs: dict[int, tuple[str, torch.Tensor]], own: set[int]):
         super().__init__()
         self.module_inputs = module_inputs
+        self.own = own  # ids of the model's parameters and buffers
+        self.produced: dict[int, torch.Tensor] = {}  # tensors made after the last pooling (kept alive)
+        self.foreign = False  # did an op after the last pooling read a tensor made before it?
         self.convs = 0
         self.pools: list[int] = []  # conv count at each pooling call
         self.pool_module: str | None = None  # the last pooling's module, if it is one
@@ -104,8 +108,13 @@ class _Probe(TorchFunctionMode):
             entry = self.module_inputs.get(id(features))
             self.pool_module = entry[0] if entry is not None and entry[1] is features else None
             self.after, self.global_pool = [], _is_global(func, args, kwargs)
+            self.produced, self.foreign = {id(out): out}, False
         elif self.pools:
             self.after.append(func)
+            # the head must be a function of the pooled features (and the model's weights) alone
+            self.foreign |= any(isinstance(t, torch.Tensor) and id(t) not in self.produced and id(t) not in self.own
+                                for t in tree_leaves((args, kwargs)))
+            self.produced.update((id(t), t) for t in tree_leaves(out) if isinstance(t, torch.Tensor))
             if func is F.linear:
                 self.last_linear_out = out
                 self.linear_weight = args[1] if len(args) > 1 else kwargs.get("weight")
@@ -125,13 +134,19 @@ class HeadPlan:
 
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 _PLANS_LOCK = threading.Lock()
+_PLANS_PER_MODEL = 8
+
+
+def _plan_key(model: nn.Module, images: torch.Tensor) -> tuple:
+    """A plan holds for an input shape and a module tree (a replaced head gets a new plan)."""
+    return tuple(images.shape[1:]), tuple(map(id, model.modules()))
 
 
 def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
     """Find the pooling of ``model``'s classifier head by a probe forward (eval view, no graph) at
     ``images``' shape; cached per model and input shape. Raises ValueError for a head that does not
     pool the last feature map."""
-    key = tuple(images.shape[1:])
+    key = _plan_key(model, images)
     with _PLANS_LOCK:
         plan = _PLANS.get(model, {}).get(key)
     if plan is not None:
@@ -148,7 +163,8 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
     for module_name, module in view.named_modules():
         if isinstance(module, _POOL_MODULES):
             add_forward_pre_hook(module, lambda mod, args, n=module_name: record(n, args))
-    probe = _Probe(module_inputs)
+    own = {id(t) for t in (*view.parameters(), *view.buffers())}
+    probe = _Probe(module_inputs, own)
     with torch.no_grad(), probe:
         logits = view(images[:1])
     name = type(model).__name__
@@ -163,6 +179,11 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
             f"feature map; in {name}, {probe.convs - probe.pools[-1]} conv layer(s) run after its last average "
             "pooling, so no pooling belongs to the head; use the gradient representation "
             "(representation='gradient')")
+    if probe.foreign:
+        raise ValueError(
+            f"model: {name}'s classifier head reads a tensor computed before its last average pooling (a concat-pool "
+            "head, or a second branch joining after the pooling), so a CAM at that pooling would ignore part of what "
+            "decides the class; use the gradient representation (representation='gradient')")
     linear_count = sum(f is F.linear for f in probe.after)
     linear = (probe.global_pool and linear_count == 1 and all(f is F.linear or f in _RESHAPES for f in probe.after)
               and probe.last_linear_out is logits)
@@ -173,7 +194,10 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
                     pool_module=probe.pool_module if (not linear or linear_module is not None) else None,
                     linear_module=linear_module)
     with _PLANS_LOCK:
-        _PLANS.setdefault(model, {})[key] = plan
+        plans = _PLANS.setdefault(model, {})
+        plans[key] = plan
+        while len(plans) > _PLANS_PER_MODEL:  # input sizes served recently; the oldest is dropped
+            plans.pop(next(iter(plans)))
     return plan
 
 
@@ -181,7 +205,7 @@ class _HeadTap(TorchFunctionMode):
     """Runs a forward, taking the input of the ``plan.pool_index``-th average pooling.
 
     For a linear head it keeps that input and the final Linear's weight (the caller is in
-    inference mode). Otherwise the pooling runs on a fresh leaf and everything after it under
+    no_grad mode). Otherwise the pooling runs on a fresh leaf and everything after it under
     ``torch.enable_grad()`` (the trunk before it ran without a graph), so a backward through the
     head alone gives the channel weights."""
 
@@ -279,7 +303,7 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
     for name, module in view.named_modules():
         if isinstance(module, nn.Conv2d):
             add_forward_hook(module, make_hook(name))
-    grad_context = torch.inference_mode() if plan.linear else torch.no_grad()
+    grad_context = torch.no_grad()  # not inference_mode: the maps stay ordinary tensors
     if plan.pool_module is not None:
         tap = _ModuleTap(plan, view)
         with grad_context:
@@ -290,6 +314,8 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
         with grad_context, tap:
             logits = view(images)
         changed = False
+    if plan.linear and tap.weight is not None and tap.features is not None and isinstance(logits, torch.Tensor):
+        changed |= tuple(tap.weight.shape) != (logits.shape[-1], tap.features.shape[1])
     if changed or tap.features is None or (plan.linear and tap.weight is None):
         raise RuntimeError(f"model: {type(model).__name__}'s head ran differently than when it was probed (its "
                            "forward depends on the data?); the forward-only representation needs a fixed head")

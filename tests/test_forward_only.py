@@ -144,7 +144,9 @@ def test_module_hook_and_function_mode_taps_agree(arch):
     plan = head_plan(model, x)
     assert plan.pool_module == "avgpool"
     by_hooks = activation_layer_maps(model, x)
-    forward_only._PLANS[model][tuple(x.shape[1:])] = dataclasses.replace(plan, pool_module=None, linear_module=None)
+    key = forward_only._plan_key(model, x)
+    assert forward_only._PLANS[model][key] is plan
+    forward_only._PLANS[model][key] = dataclasses.replace(plan, pool_module=None, linear_module=None)
     by_mode = activation_layer_maps(model, x)
     for a, b in zip(by_hooks.maps, by_mode.maps):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -169,4 +171,40 @@ def test_a_pooling_module_used_twice_is_tapped_by_the_function_mode():
     with torch.no_grad():
         features = model.conv2(model.conv(x) * model.pool(model.conv(x)))
     expected = torch.relu(torch.einsum("bc,bchw->bhw", model.fc.weight[maps.targets], features))
+    assert max_rel_error(maps.maps[-1], expected) < 1e-5
+
+
+def test_heads_that_read_more_than_the_pooled_features_are_refused():
+    class ConcatPool(nn.Module):  # fastai's head: average and max pooling of the same features
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(8, 3)
+
+        def forward(self, x):
+            f = self.conv(x)
+            return self.fc(torch.cat([F.adaptive_max_pool2d(f, 1), F.adaptive_avg_pool2d(f, 1)], 1).flatten(1))
+
+    class TwoBranches(nn.Module):  # a second branch joins after the last pooling
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+            self.fa, self.fb = nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            a = self.a(x)
+            b = self.b(a)
+            return self.fb(b.mean((2, 3))) + self.fa(a.mean((2, 3)))
+
+    for model in (ConcatPool().eval(), TwoBranches().eval()):
+        with pytest.raises(ValueError, match="head reads a tensor computed before its last average pooling"):
+            activation_layer_maps(model, images_for("x"))
+
+
+def test_a_replaced_head_gets_a_new_plan():
+    model, x = build("resnet18"), images_for("resnet18")
+    assert head_plan(model, x).linear
+    model.fc = nn.Sequential(nn.Linear(512, 16), nn.ReLU(), nn.Linear(16, 10))
+    assert not head_plan(model, x).linear  # not the stale GAP + Linear plan
+    maps = activation_layer_maps(model, x)
+    expected = fastinterp.layer_maps(model, x, layers=["layer4"], targets=maps.targets).maps[0]
     assert max_rel_error(maps.maps[-1], expected) < 1e-5
