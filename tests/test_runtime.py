@@ -58,7 +58,9 @@ def test_explain_equals_the_hand_written_pipeline(arch, side):
     assert torch.equal(out.targets, out.logits.argmax(1))
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+# GAP + Linear by module hooks; Linear-Hardswish-Linear; a functional pool (TorchFunctionMode
+# tap); a head that pools a conv's output (squeezenet: the logits are the pooled map)
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "densenet121", "squeezenet1_1"])
 def test_activation_explain_equals_its_hand_written_pipeline(arch):
     cnn, gen, x = build(arch), generator(), pictures(2, 64)
     with fastinterp.compile(cnn, gen, representation="activation", input_size=64) as explainer:
