@@ -292,7 +292,9 @@ def test_bench_quick_report_is_complete(tmp_path, capsys):
         assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     assert {b["kind"] for b in report["breakdown"]} == {"gradient", "activation"}
     table = capsys.readouterr().out
-    assert table.count("\n| 2 | 2 |") == len(report["rows"]) + len(report["breakdown"])
+    threads = torch.get_num_threads()  # the default: torch's
+    assert {r["threads"] for r in report["rows"]} == {threads}
+    assert table.count(f"\n| {threads} | 2 |") == len(report["rows"]) + len(report["breakdown"])
 
 
 def test_concurrent_explainers_of_one_cnn_do_not_interfere():
