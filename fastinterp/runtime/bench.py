@@ -12,14 +12,15 @@ interleaved rounds (one call of each method per round, so that a noisy machine s
 
 and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
 resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
-CUDA: torch.cuda.max_memory_allocated), the Python time of a call (CPU: wall time outside aten
-ops under torch.profiler) and the per-stage breakdown of explain (median of
-``Explainer.profile``). Output: a markdown table on stdout, ``--json FILE`` for the numbers.
+CUDA: torch.cuda.max_memory_allocated), the Python time of a call (CPU: p50 wall time minus the
+time inside aten ops measured by torch.profiler) and the per-stage breakdown of explain (median
+of ``Explainer.profile``). Output: a markdown table on stdout, ``--json FILE`` for the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
@@ -63,22 +64,34 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def _outside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict[str, float]:
-    """Per method, the median over a few calls of wall time minus the time inside top-level aten
-    ops (torch.profiler, CPU): the Python (and framework) time of a call. The profiler adds its
-    own per-op cost, so this is an upper bound; compare a method with the forward's own."""
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null: the profiler's C++ side logs two lines per use."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _inside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict[str, float]:
+    """Per method, the median over a few calls of the time spent inside top-level aten ops
+    (torch.profiler, CPU). A call's unprofiled wall time minus this is its Python (and framework)
+    time: the profiler's own per-op cost inflates the ops, so this estimate errs low, never high
+    by the profiler's overhead."""
     from torch.profiler import ProfilerActivity, profile
 
     result = {}
     for name, method in methods.items():
         values = []
         for _ in range(max(3, min(iters, 7))):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                start = time.perf_counter()
+            with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
                 method()
-                wall = time.perf_counter() - start
-            inside = sum(e.cpu_time_total for e in prof.events() if e.cpu_parent is None) / 1e3
-            values.append(1e3 * wall - inside)
+            values.append(sum(e.cpu_time_total for e in prof.events() if e.cpu_parent is None) / 1e3)
         result[name] = statistics.median(values)
     return result
 
@@ -185,14 +198,15 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
                 sync()
                 times[name].append(1e3 * (time.perf_counter() - start))
                 bar.update()
-        outside = _outside_ops_ms(methods, args.iters) if device.type == "cpu" else {}
+        inside = _inside_ops_ms(methods, args.iters) if device.type == "cpu" else {}
         base = statistics.median(times["forward"])
         for name, values in times.items():
             p50 = statistics.median(values)
             rows.append({"threads": threads, "batch": batch, "method": name, "p50_ms": p50,
                          "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
                          "images_per_s": 1e3 * batch / p50, "ratio_to_forward": p50 / base,
-                         "peak_mb": peaks[name], "outside_ops_ms": outside.get(name)})
+                         "peak_mb": peaks[name],
+                         "outside_ops_ms": p50 - inside[name] if name in inside else None})
         for kind, explainer in explainers.items():
             profiles = []
             for _ in range(max(1, args.iters // 2)):
@@ -226,8 +240,8 @@ def markdown(report: dict) -> str:
         python = "" if r.get("outside_ops_ms") is None else f"{r['outside_ops_ms']:.2f}"
         lines.append(f"| {r['threads']} | {r['batch']} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['images_per_s']:.1f} | {r['ratio_to_forward']:.3f} | {peak} | {python} |")
-    lines += ["", "Python ms: wall time outside aten ops of one call (torch.profiler, median; an upper bound, "
-              "the profiler adds per-op cost); the forward's own is the CNN's Python."]
+    lines += ["", "Python ms: p50 wall time minus the time inside top-level aten ops (median of profiled calls, "
+              "torch.profiler): the call's Python and framework time; the forward's own is the CNN's Python."]
     if report["breakdown"]:
         stages = list(dict.fromkeys(s for b in report["breakdown"] for s in b["stages_ms"]))
         lines += ["", "explain() per stage (ms, median of Explainer.profile, synchronised per stage):", "",
