@@ -21,6 +21,7 @@ Stages (each a ``fastinterp`` command, printed before it runs; each resumes):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import subprocess
@@ -30,9 +31,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_generators import _train_seconds, build_datasets, run, zoo_checkpoints  # noqa: E402
+from eval_generators import _train_seconds, build_datasets, run, zoo_checkpoints
 
-from fastinterp.dataset_builder import _sha256_file  # noqa: E402
+from fastinterp.dataset_builder import _sha256_file
 
 KINDS = ("gradient", "activation")
 
@@ -67,14 +68,14 @@ def main() -> None:
         for kind in KINDS:
             run(commands[kind])
     else:
-        processes = []
-        for kind in KINDS:
-            print("$ python -m fastinterp " + " ".join(commands[kind]) + "  &", flush=True)
-            log = open(args.out / kind / "train.log", "w")
-            processes.append(subprocess.Popen([sys.executable, "-m", "fastinterp", *commands[kind]], stdout=log,
-                                              stderr=subprocess.STDOUT))
-        for process in processes:
-            if process.wait() != 0:
+        with contextlib.ExitStack() as logs:
+            processes = []
+            for kind in KINDS:
+                print("$ python -m fastinterp " + " ".join(commands[kind]) + "  &", flush=True)
+                log = logs.enter_context(open(args.out / kind / "train.log", "w"))
+                processes.append(subprocess.Popen([sys.executable, "-m", "fastinterp", *commands[kind]], stdout=log,
+                                                  stderr=subprocess.STDOUT))
+            if any(code != 0 for code in [process.wait() for process in processes]):
                 raise SystemExit(f"train-generator failed: see {args.out}/*/train.log")
 
     reports = {}

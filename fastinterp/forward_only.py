@@ -40,7 +40,12 @@ from torch.utils._pytree import tree_leaves
 
 from fastinterp.cams import gradcam
 from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
-from fastinterp.validation import check_images, check_model, check_target_range, check_targets
+from fastinterp.validation import (
+    check_images,
+    check_model,
+    check_target_range,
+    check_targets,
+)
 
 __all__ = ["HEAD_MAP", "HeadPlan", "activation_layer_maps", "head_plan"]
 
@@ -132,7 +137,7 @@ class HeadPlan:
     linear_module: str | None  # the head's nn.Linear (linear heads with a pooling module)
 
 
-_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 _PLANS_LOCK = threading.Lock()
 _PLANS_PER_MODEL = 8
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_state, build, images_for, max_rel_error, model_state
 from torch import nn
 
 import fastinterp
 from fastinterp.forward_only import HEAD_MAP, activation_layer_maps, head_plan
-
-from conftest import assert_same_state, build, images_for, max_rel_error, model_state
 
 # (architecture, the module whose output the head pools, does the head reduce to GAP + one Linear)
 HEADS = [("resnet18", "layer4", True), ("mobilenet_v3_small", "features", False),

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_state, build, model_state
 from torch import nn
 
 import fastinterp
 from fastinterp.checkpoint import save_generator
 from fastinterp.models import build_generator
-
-from conftest import assert_same_state, build, model_state
 
 
 def generator(k: int = 8, size: int = 64, seed: int = 0) -> nn.Module:
@@ -221,9 +220,10 @@ def test_a_thousand_calls_grow_nothing(small_cnn):
     x = pictures(2, 32)
 
     def rss_mb() -> float:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
         return 0.0
 
     for _ in range(50):

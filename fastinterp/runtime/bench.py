@@ -155,19 +155,20 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
         torch.set_num_threads(threads)
         images = torch.rand(batch, 3, side, side, device=device, generator=torch.Generator(device).manual_seed(1))
 
-        def forward():
+        # every method binds this round's images (default arguments: no late binding across batch sizes)
+        def forward(images=images):
             with torch.inference_mode():
                 cnn(images)
 
         methods: dict[str, Callable[[], object]] = {"forward": forward,
-                                                    "gradcam": lambda: fastinterp.gradcam(cnn, images)}
+                                                    "gradcam": lambda images=images: fastinterp.gradcam(cnn, images)}
         if pgc is not None:
-            methods["pytorch-gradcam"] = lambda: pgc(input_tensor=images, targets=None)
+            methods["pytorch-gradcam"] = lambda images=images: pgc(input_tensor=images, targets=None)
         for kind in args.representations:  # the hand-written pipeline, float32
             explainer = explainers.get(kind) or next(e for label, e in explainers.items() if label.startswith(kind))
             options = dict(explainer.representation)
 
-            def hand(options=options, explainer=explainer):
+            def hand(options=options, explainer=explainer, images=images):
                 rep = fastinterp.cnn_representation(cnn, images, **{**options, "teacher": None})
                 small = resize_images(images, options["size"], explainer.image_resize)
                 with torch.inference_mode():
@@ -177,7 +178,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
 
             methods[f"hand-{kind}"] = hand
         for label, explainer in explainers.items():
-            methods[f"explain-{label}"] = lambda explainer=explainer: explainer.explain(images)
+            methods[f"explain-{label}"] = lambda explainer=explainer, images=images: explainer.explain(images)
         times: dict[str, list[float]] = {name: [] for name in methods}
         peaks: dict[str, float | None] = {}
         for name, method in methods.items():  # warm-up, and each method's own peak memory

@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -47,9 +46,20 @@ from fastinterp.representation import (
     paper_positions,
     representation_options,
 )
-from fastinterp.resize import DEFAULT_IMAGE_RESIZE, image_resize_of, resize_images, resize_maps
+from fastinterp.resize import (
+    DEFAULT_IMAGE_RESIZE,
+    image_resize_of,
+    resize_images,
+    resize_maps,
+)
 from fastinterp.runtime.explanation import Explanation
-from fastinterp.validation import check_images, check_model, check_size, first_conv, stem_weight
+from fastinterp.validation import (
+    check_images,
+    check_model,
+    check_size,
+    first_conv,
+    stem_weight,
+)
 
 __all__ = ["Explainer", "compile"]
 
@@ -146,7 +156,7 @@ class Explainer:
         self._closed = True
         self._cnn = self._generator = None
 
-    def __enter__(self) -> "Explainer":
+    def __enter__(self) -> Explainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -334,7 +344,7 @@ def _generator_copy(generator: nn.Module, device: torch.device) -> nn.Module:
     return generator
 
 
-def compile(  # noqa: A001 - fastinterp.compile, as torch.compile
+def compile(
     cnn: nn.Module,
     generator: nn.Module | str | Path,
     *,
