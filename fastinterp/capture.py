@@ -30,7 +30,12 @@ import torch
 from torch import nn
 
 from fastinterp.eval_view import add_forward_hook, eval_view
-from fastinterp.validation import check_images, check_model, check_target_range, check_targets
+from fastinterp.validation import (
+    check_images,
+    check_logits_and_targets,
+    check_model,
+    check_targets,
+)
 
 __all__ = ["Capture", "capture"]
 
@@ -149,12 +154,7 @@ def capture(
     if not ran:
         raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
 
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TypeError(f"model: expected it to return logits of shape (B, num_classes) = ({images.shape[0]}, C), got {got}")
-    if target_tensor is None:
-        target_tensor = logits.detach().argmax(dim=1)
-    check_target_range(target_tensor, logits.shape[1])
+    target_tensor = check_logits_and_targets(logits, images.shape[0], target_tensor)
 
     if on_stage is not None:
         on_stage("forward")

@@ -42,8 +42,8 @@ from fastinterp.cams import gradcam
 from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
 from fastinterp.validation import (
     check_images,
+    check_logits_and_targets,
     check_model,
-    check_target_range,
     check_targets,
 )
 
@@ -324,12 +324,7 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
     if changed or tap.features is None or (plan.linear and tap.weight is None):
         raise RuntimeError(f"model: {type(model).__name__}'s head ran differently than when it was probed (its "
                            "forward depends on the data?); the forward-only representation needs a fixed head")
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TypeError(f"model: expected it to return logits of shape (B, num_classes), got {got}")
-    if target_tensor is None:
-        target_tensor = logits.detach().argmax(dim=1)
-    check_target_range(target_tensor, logits.shape[1])
+    target_tensor = check_logits_and_targets(logits, images.shape[0], target_tensor)
     features = tap.features.detach()
     with torch.autocast(images.device.type, enabled=False):
         if plan.linear:

@@ -126,6 +126,18 @@ def check_target_range(targets: torch.Tensor, num_classes: int) -> None:
         )
 
 
+def check_logits_and_targets(logits: object, batch: int, targets: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` must be a (batch, num_classes) tensor; returns the targets: those given
+    (range-checked) or the argmax of the logits."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(f"model: expected it to return logits of shape (B, num_classes) = ({batch}, C), got {got}")
+    if targets is None:
+        targets = logits.detach().argmax(dim=1)
+    check_target_range(targets, logits.shape[1])
+    return targets
+
+
 def check_size(size: object, name: str = "size") -> tuple[int, int]:
     """``size``: an int >= 1 (square) or a pair (H, W) of ints >= 1."""
     if isinstance(size, bool):

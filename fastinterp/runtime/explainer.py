@@ -54,7 +54,6 @@ from fastinterp.resize import (
 )
 from fastinterp.runtime.explanation import Explanation
 from fastinterp.validation import (
-    check_images,
     check_model,
     check_size,
     first_conv,
@@ -144,6 +143,7 @@ class Explainer:
     def __init__(self, cnn: nn.Module, generator: nn.Module, options: dict, image_resize: str,
                  device: torch.device, dtype: torch.dtype | None, backend: str, metadata: dict | None):
         self._cnn, self._generator = cnn, generator
+        self._generator_dtype = stem_weight(generator).dtype  # our own copy: it never changes
         self.representation = types.MappingProxyType(dict(options))  # read-only: threads share it
         self.image_resize, self.device, self.dtype, self.backend = image_resize, device, dtype, backend
         self.metadata = metadata
@@ -197,8 +197,7 @@ class Explainer:
             tensor = tensor[None]
         elif tensor.dim() != 4:
             raise ValueError(f"images: expected (B, C, H, W) or one image (C, H, W), got shape {tuple(tensor.shape)}")
-        check_images(tensor, cnn)
-        return tensor, as_numpy
+        return tensor, as_numpy  # channels, dtype, finiteness, B >= 1: checked once, by the representation
 
     # ------------------------------------------------------------------ the pipeline
     def _targets(self, targets: object) -> object:
@@ -241,10 +240,9 @@ class Explainer:
             with torch.no_grad():  # no_grad, not inference_mode: the outputs stay ordinary tensors
                 cgm = cumulative_average(maps, o["size"], positions, backend=self.backend)
                 mark("maps")
-                weight = stem_weight(generator)
                 # resized in float32 at least (the CPU has no bfloat16/float16 antialiased resize)
                 small = resize_images(x.detach().to(torch.promote_types(x.dtype, torch.float32)), o["size"],
-                                      self.image_resize).to(weight.dtype)
+                                      self.image_resize).to(self._generator_dtype)
                 mark("resize")
                 if self.device.type == "cpu":
                     small = small.contiguous(memory_format=torch.channels_last)
