@@ -7,6 +7,9 @@
 #   4. the runtime on CUDA: Explainer.explain against the same pipeline run on the CPU (both
 #      representations), then fastinterp-bench --device cuda (resnet50, 224, batch 1 and 8,
 #      float32 and bfloat16 autocast);
+#   4b. ONNX on the GPU (when onnxruntime-gpu is installed): resnet50's explain pipeline exported
+#      (fp32 and fp16), run by the CUDA EP (and TensorRT EP, fp16), p50 at batch 1 and 32 vs the
+#      torch CUDA backend, maps compared with it;
 #   5. a short summary, printed last.
 #
 #     bash benchmarks/gpu_check.sh            # from the repository root
@@ -185,6 +188,55 @@ EOF
 "$PY" -m fastinterp.runtime.bench --device cuda --batch-sizes 1 8 --iters 30 --no-progress \
     --dtypes float32 bfloat16 --json "$LOGDIR/bench_runtime.json" 2>&1 | tee "$LOGDIR/bench_runtime.log"
 
+echo "== 4b. ONNX on the GPU: CUDA EP and TensorRT EP (fp16) vs the torch CUDA backend (needs onnxruntime-gpu)"
+"$PY" - "$LOGDIR/onnx_gpu.json" "$LOGDIR" <<'EOF' 2>&1 | tee "$LOGDIR/onnx_gpu.log"
+import json, statistics, sys, time
+import numpy as np, torch, torchvision
+import fastinterp
+from fastinterp.models import build_generator
+try:
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+except ModuleNotFoundError:
+    available = []
+if "CUDAExecutionProvider" not in available:
+    print(f"SKIPPED: onnxruntime with CUDAExecutionProvider not installed (have {available}); pip install 'fastinterp[gpu]'")
+    json.dump(dict(skipped=True, providers=available), open(sys.argv[1], "w"))
+    sys.exit(0)
+torch.manual_seed(0)
+cnn = torchvision.models.resnet50(num_classes=1000).eval()
+gen = build_generator("fast", k=8, size=64).eval()
+rows, fails = [], []
+torch_ex = fastinterp.compile(cnn, gen, input_size=224, device="cuda")
+files = {"fp32": torch_ex.export_onnx(f"{sys.argv[2]}/resnet50.onnx"),
+         "fp16": torch_ex.export_onnx(f"{sys.argv[2]}/resnet50-fp16.onnx", fp16=True)}
+def p50(fn, iters=30):
+    fn(); fn(); torch.cuda.synchronize(); times = []
+    for _ in range(iters):
+        start = time.perf_counter(); fn(); torch.cuda.synchronize(); times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+configs = [("cuda-fp32", files["fp32"], ["CUDAExecutionProvider"]), ("cuda-fp16", files["fp16"], ["CUDAExecutionProvider"])]
+if "TensorrtExecutionProvider" in available:
+    configs.append(("tensorrt-fp16", files["fp32"], None))  # default providers: TensorRT (fp16 allowed) first
+for batch in (1, 32):
+    x = torch.rand(batch, 3, 224, 224, device="cuda")
+    ref = torch_ex.explain(x)
+    t_torch = p50(lambda: torch_ex.explain(x))
+    rows.append(dict(backend="torch-cuda", batch=batch, p50_ms=t_torch))
+    for name, path, providers in configs:
+        ex = fastinterp.load_onnx(path, providers=providers)
+        xn = x.cpu().numpy()
+        got = ex.explain(xn)
+        err = float(np.abs(got.maps - ref.maps.cpu().numpy()).max())
+        t = p50(lambda: ex.explain(xn))
+        rows.append(dict(backend=name, batch=batch, p50_ms=t, max_abs_err=err, providers=list(ex.providers)))
+        print(f"batch {batch:3d} {name:14s} p50 {t:8.2f} ms ({t / t_torch:.2f}x torch CUDA {t_torch:.2f} ms), "
+              f"max |maps - torch| {err:.1e}, providers {ex.providers}")
+        if not err <= (1e-3 if name == "cuda-fp32" else 5e-2):
+            fails.append(rows[-1])
+json.dump(dict(rows=rows, failures=fails), open(sys.argv[1], "w"), indent=1)
+EOF
+
 echo "== 5. summary"
 "$PY" - "$LOGDIR" <<'EOF'
 import json, os, sys
@@ -220,6 +272,13 @@ if rb:
     for r in rb["rows"]:
         if r["method"].startswith("explain") or r["method"] == "forward":
             print(f"bench {r['method']:>18} batch {r['batch']}: p50 {r['p50_ms']:.2f} ms, {r['ratio_to_forward']:.2f}x forward")
+og = load("onnx_gpu.json")
+if og and not og.get("skipped"):
+    for r in og["rows"]:
+        print(f"onnx gpu {r['backend']:>14} batch {r['batch']}: p50 {r['p50_ms']:.2f} ms"
+              + (f", max |err| {r['max_abs_err']:.1e}" if "max_abs_err" in r else ""))
+else:
+    print("onnx gpu: SKIPPED or DID NOT RUN (onnxruntime-gpu)")
 print(f"logs: {d}")
 sys.exit(0 if c and not c["failures"] and rt and not rt["failures"] else 1)
 EOF

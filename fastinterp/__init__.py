@@ -5,46 +5,47 @@ Dataflow, one module per step:
     -> cams (per-layer formula) -> representation (maps, cumulative maps, teacher)
     -> ops (cumulative_average kernels); resize (images to the generator's resolution)
     forward_only (the activation representation: no backward)
-    runtime (compile(cnn, generator) -> Explainer.explain: serving)
+    runtime (compile(cnn, generator) -> Explainer.explain: serving; load_onnx: ONNX Runtime)
+    export (the pipeline traced into one graph -> one .onnx file)
+
+Names are imported on first use: ``fastinterp.load_onnx`` needs only onnxruntime and numpy, so
+``import fastinterp`` does not import torch.
 """
 
-from fastinterp import ops
-from fastinterp._version import __version__
-from fastinterp.checkpoint import load_generator
-from fastinterp.layers import conv_layers
-from fastinterp.representation import (
-    DEFAULT_REPRESENTATION,
-    PAPER_PRESET,
-    LayerMaps,
-    Representation,
-    cnn_representation,
-    gradcam,
-    layer_maps,
-    layer_maps_reference,
-    paper_positions,
-    representation_options,
-)
-from fastinterp.resize import image_resize_of, resize_images
-from fastinterp.runtime import Explainer, Explanation, compile  # noqa: A004
+import importlib
 
-__all__ = [
-    "DEFAULT_REPRESENTATION",
-    "Explainer",
-    "Explanation",
-    "PAPER_PRESET",
-    "LayerMaps",
-    "Representation",
-    "__version__",
-    "cnn_representation",
-    "compile",
-    "conv_layers",
-    "gradcam",
-    "layer_maps",
-    "layer_maps_reference",
-    "load_generator",
-    "ops",
-    "paper_positions",
-    "image_resize_of",
-    "representation_options",
-    "resize_images",
-]
+from fastinterp._version import __version__
+
+_NAMES = {
+    "ops": None,
+    "load_generator": "fastinterp.checkpoint",
+    "conv_layers": "fastinterp.layers",
+    **dict.fromkeys(["DEFAULT_REPRESENTATION", "PAPER_PRESET", "LayerMaps", "Representation", "cnn_representation",
+                     "gradcam", "layer_maps", "layer_maps_reference", "paper_positions", "representation_options"],
+                    "fastinterp.representation"),
+    "image_resize_of": "fastinterp.resize",
+    "resize_images": "fastinterp.resize",
+    "Explainer": "fastinterp.runtime.explainer",
+    "compile": "fastinterp.runtime.explainer",
+    "Explanation": "fastinterp.runtime.explanation",
+    "OnnxExplainer": "fastinterp.runtime.onnx_backend",
+    "load_onnx": "fastinterp.runtime.onnx_backend",
+    "export_onnx": "fastinterp.export.onnx",
+}
+_RENAMED = {"export_onnx": "export_generator"}
+
+__all__ = ["__version__", *_NAMES]
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'fastinterp' has no attribute {name!r}")
+    if _NAMES[name] is None:
+        return importlib.import_module(f"fastinterp.{name}")
+    value = getattr(importlib.import_module(_NAMES[name]), _RENAMED.get(name, name))
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

@@ -29,6 +29,8 @@ COMMANDS = {
                         "train an explanation generator (pix2pix objective) on built examples"),
     "eval-generator": ("fastinterp.cli", "main_eval",
                        "fidelity of a trained generator to the teacher maps of built examples, per CNN"),
+    "export": ("fastinterp.cli", "main_export",
+               "export a CNN + generator as one ONNX file (the whole explain pipeline) and the generator alone"),
 }
 
 
@@ -184,6 +186,86 @@ def main_eval(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"generator": str(args.generator), "config": generator.config,
                                          "reports": reports}, indent=1))
+    return 0
+
+
+def _export_cnn(spec: str, num_classes: int):
+    """--cnn: a zoo checkpoint (.safetensors) -> (model, metadata), or a torchvision model name
+    (random weights, for a try-out) -> (model, {})."""
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.exists():
+        from fastinterp.zoo import load_cnn
+
+        if not path.is_file():
+            raise FileNotFoundError(f"--cnn: no checkpoint file at {path}")
+        return load_cnn(path)
+    import torchvision
+
+    builders = torchvision.models.list_models(module=torchvision.models)
+    if spec not in builders:
+        raise ValueError(f"--cnn: {spec!r} is neither a zoo checkpoint (.safetensors) nor a torchvision classification "
+                         f"model (e.g. resnet50, mobilenet_v3_small, efficientnet_b0)")
+    return torchvision.models.get_model(spec, weights=None, num_classes=num_classes).eval(), {}
+
+
+def main_export(argv: list[str] | None = None) -> int:
+    parser = command_parser("export")
+    parser.add_argument("--cnn", required=True,
+                        help="a zoo CNN checkpoint (.safetensors) or a torchvision model name (random weights)")
+    parser.add_argument("--generator", default="demo",
+                        help="a generator checkpoint (.safetensors), or 'demo' for the shipped one (default)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for explainer.onnx and generator.onnx")
+    parser.add_argument("--input-size", type=positive_int, nargs="+",
+                        help="H [W] of the exported images (default: the zoo CNN's, or 224)")
+    parser.add_argument("--num-classes", type=positive_int, default=1000, help="classes of a torchvision model")
+    parser.add_argument("--representation", choices=("gradient", "activation"),
+                        help="override the generator's representation kind")
+    parser.add_argument("--dynamic-size", action="store_true", help="any H and W (default: fixed)")
+    parser.add_argument("--static-batch", action="store_true", help="batch fixed to 2 (default: any)")
+    parser.add_argument("--opset", type=positive_int, help="ONNX opset (default 18)")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and compute (GPU providers)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip running the file in ONNX Runtime against the torch backend")
+    args = parser.parse_args(argv)
+
+    import time
+
+    import fastinterp
+    from fastinterp.demo import demo_checkpoints
+
+    cnn, meta = _export_cnn(args.cnn, args.num_classes)
+    if args.input_size is not None and len(args.input_size) > 2:
+        parser.error("--input-size: expected H or H W")
+    size = None if args.input_size is None else (args.input_size * 2)[:2]
+    with demo_checkpoints() as (_, demo_generator):
+        generator = demo_generator if args.generator == "demo" else Path(args.generator)
+        explainer = fastinterp.compile(cnn, generator, input_size=size, representation=args.representation)
+    args.out.mkdir(parents=True, exist_ok=True)
+    classes = meta.get("classes")
+    value_range = "RGB in [0, 1] (the zoo CNN normalises inside)" if meta else None
+    start = time.perf_counter()
+    path = explainer.export_onnx(args.out / "explainer.onnx", dynamic_batch=not args.static_batch,
+                                 dynamic_size=args.dynamic_size, opset=args.opset, fp16=args.fp16,
+                                 class_names=classes, value_range=value_range)
+    seconds = time.perf_counter() - start
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, exported in {seconds:.1f} s): {explainer!r}")
+    generator_path = fastinterp.export_onnx(explainer._generator, args.out / "generator.onnx", opset=args.opset,
+                                            fp16=args.fp16)
+    print(f"wrote {generator_path} ({generator_path.stat().st_size / 1e6:.2f} MB)")
+    if not args.no_check:
+        import numpy as np
+        import torch
+
+        h, w = explainer.input_size
+        images = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        if meta.get("input_size") is None:  # a torchvision model: ImageNet-like normalised input
+            images = (images - 0.45) / 0.225
+        reference = explainer.explain(images)
+        loaded = fastinterp.load_onnx(path, providers=["CPUExecutionProvider"])
+        got = loaded.explain(images.numpy())
+        print(f"checked in ONNX Runtime ({', '.join(loaded.providers)}) against the torch backend on 2 random images: "
+              f"max |maps diff| {float(np.abs(got.maps - reference.maps.numpy()).max()):.2e}, "
+              f"targets equal: {bool((got.targets == reference.targets.numpy()).all())}")
     return 0
 
 

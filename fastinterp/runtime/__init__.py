@@ -1,7 +1,24 @@
 """Serving explanations: ``compile(cnn, generator)`` -> ``Explainer.explain(images)`` ->
-``Explanation`` (logits, targets, maps; overlays and PNG grids)."""
+``Explanation`` (logits, targets, maps; overlays and PNG grids); ``load_onnx(path)`` -> the same
+API on ONNX Runtime (``onnx_backend``: needs onnxruntime and numpy, not torch).
 
-from fastinterp.runtime.explainer import Explainer, compile
-from fastinterp.runtime.explanation import Explanation
+Names are imported on first use, so that the ONNX Runtime backend imports without torch.
+"""
 
-__all__ = ["Explainer", "Explanation", "compile"]
+import importlib
+
+_NAMES = {"Explainer": "fastinterp.runtime.explainer", "compile": "fastinterp.runtime.explainer",
+          "Explanation": "fastinterp.runtime.explanation", "OnnxExplainer": "fastinterp.runtime.onnx_backend",
+          "load_onnx": "fastinterp.runtime.onnx_backend"}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'fastinterp.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

@@ -9,6 +9,9 @@ interleaved rounds (one call of each method per round, so that a noisy machine s
     pytorch-gradcam pytorch_grad_cam.GradCAM on the last conv, when installed (on a copy)
     hand-<kind>     the README's hand-written pipeline (cnn_representation, resize, generator)
     explain-<kind>  Explainer.explain, per representation kind
+  with --backends ... onnxruntime (the CNN and each kind's pipeline exported once to ONNX):
+    ort-forward     the CNN alone in ONNX Runtime (the baseline of the ONNX ratios)
+    ort-explain-<kind>  fastinterp.load_onnx(...).explain: the whole pipeline as one ONNX graph
 
 and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
 resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
@@ -145,11 +148,13 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
         pgc = GradCAM(model=cam_model, target_layers=[dict(cam_model.named_modules())[last_conv]])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
+    onnx = _export_onnx(cnn, explainers, side, args) if "onnxruntime" in args.backends else None
     rows, breakdowns = [], []
     threads_before = torch.get_num_threads()
     configs = [(t, b) for t in args.threads for b in args.batch_sizes]
     total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(args.representations)
-                                                         + (pgc is not None))
+                                                         + (pgc is not None) + (0 if onnx is None else
+                                                                                1 + len(onnx["files"]) - 1))
     bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
     for threads, batch in configs:
         torch.set_num_threads(threads)
@@ -179,6 +184,8 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
             methods[f"hand-{kind}"] = hand
         for label, explainer in explainers.items():
             methods[f"explain-{label}"] = lambda explainer=explainer, images=images: explainer.explain(images)
+        if onnx is not None:
+            methods.update(_onnx_methods(onnx, images, threads, args))
         times: dict[str, list[float]] = {name: [] for name in methods}
         peaks: dict[str, float | None] = {}
         for name, method in methods.items():  # warm-up, and each method's own peak memory
@@ -228,7 +235,64 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
         "torch": torch.__version__, "fastinterp": fastinterp.__version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "onnx": None if onnx is None else {key: onnx[key] for key in ("export_s", "mb", "providers", "onnxruntime")},
     }
+
+
+def _export_onnx(cnn, explainers: dict, side: int, args) -> dict:
+    """Export the CNN alone and each float32 explainer to ONNX (a temporary folder); time it."""
+    import tempfile
+    import warnings
+
+    import onnxruntime
+
+    folder = Path(tempfile.mkdtemp(prefix="fastinterp-bench-"))
+    files, export_s, mb = {}, {}, {}
+    start = time.perf_counter()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(copy.deepcopy(cnn).cpu().eval(), (torch.rand(2, 3, side, side),), None,
+                                    dynamo=True, input_names=["images"], dynamic_shapes=({0: batch},), verbose=False)
+    program.save(str(folder / "cnn.onnx"))
+    files["forward"], export_s["forward"] = folder / "cnn.onnx", time.perf_counter() - start
+    for label, explainer in explainers.items():
+        if label in KINDS:  # float32 explainers only
+            start = time.perf_counter()
+            files[f"explain-{label}"] = explainer.export_onnx(folder / f"{label}.onnx")
+            export_s[f"explain-{label}"] = time.perf_counter() - start
+    for name, path in files.items():
+        mb[name] = path.stat().st_size / 1e6
+    providers = args.ort_providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device != "cpu"
+                                       else ["CPUExecutionProvider"])
+    return {"files": files, "export_s": export_s, "mb": mb, "providers": providers,
+            "onnxruntime": onnxruntime.__version__, "sessions": {}}
+
+
+def _onnx_methods(onnx: dict, images: torch.Tensor, threads: int, args) -> dict[str, Callable[[], object]]:
+    """ONNX Runtime sessions at ``threads`` intra-op threads (made once per thread count); images
+    go in as numpy (host memory)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from fastinterp.runtime.onnx_backend import load_onnx
+
+    array = np.ascontiguousarray(images.detach().cpu().numpy())
+    sessions = onnx["sessions"].setdefault(threads, {})
+    if not sessions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions["forward"] = ort.InferenceSession(str(onnx["files"]["forward"]), options, providers=onnx["providers"])
+        for name, path in onnx["files"].items():
+            if name != "forward":
+                sessions[name] = load_onnx(path, providers=onnx["providers"], threads=threads)
+    methods: dict[str, Callable[[], object]] = {
+        "ort-forward": lambda array=array: sessions["forward"].run(None, {"images": array})}
+    for name, explainer in sessions.items():
+        if name != "forward":
+            methods[f"ort-{name}"] = lambda explainer=explainer, array=array: explainer.explain(array)
+    return methods
 
 
 def markdown(report: dict) -> str:
@@ -246,6 +310,18 @@ def markdown(report: dict) -> str:
     lines += ["", "Python ms (smallest batch, CPU): p50 wall time minus the time inside top-level aten ops (median "
               "of profiled calls, torch.profiler): the call's Python and framework time, to ~1 ms (the ops' own "
               "spread); the forward's own is the CNN's Python."]
+    if report.get("onnx"):
+        onnx = report["onnx"]
+        lines += ["", f"ONNX Runtime {onnx['onnxruntime']} ({', '.join(onnx['providers'])}): export "
+                  + ", ".join(f"{name} {onnx['export_s'][name]:.1f} s / {onnx['mb'][name]:.1f} MB" for name in onnx["mb"])
+                  + ". Ratios measured side by side:", "",
+                  "| threads | batch | kind | ort explain / ort forward | ort explain / torch explain |", "|---:|---:|---|---:|---:|"]
+        by = {(r["threads"], r["batch"], r["method"]): r["p50_ms"] for r in report["rows"]}
+        for (threads, batch, method), p50 in by.items():
+            if method.startswith("ort-explain-"):
+                kind = method.removeprefix("ort-explain-")
+                lines.append(f"| {threads} | {batch} | {kind} | {p50 / by[(threads, batch, 'ort-forward')]:.3f} | "
+                             f"{p50 / by[(threads, batch, 'explain-' + kind)]:.3f} |")
     if report["breakdown"]:
         stages = list(dict.fromkeys(s for b in report["breakdown"] for s in b["stages_ms"]))
         lines += ["", "explain() per stage (ms, median of Explainer.profile, synchronised per stage):", "",
@@ -276,6 +352,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16", "float16"),
                    help="explain() in each (bfloat16/float16: autocast; the baselines stay float32)")
     p.add_argument("--no-pytorch-grad-cam", action="store_true", help="skip pytorch-grad-cam even if installed")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=("torch", "onnxruntime"),
+                   help="onnxruntime: also export the CNN and each float32 pipeline to ONNX and time them in ONNX "
+                        "Runtime (needs fastinterp[onnx]); the torch backend always runs (the reference)")
+    p.add_argument("--backend", dest="backends", action="append", choices=("torch", "onnxruntime"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--ort-providers", nargs="+", default=None,
+                   help="ONNX Runtime execution providers (default: CPU; CUDA then CPU with --device cuda)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     p.add_argument("--quick", action="store_true", help="a tiny run (resnet18 at 64 px, batch 2, 3 rounds): "
                                                         "checks the tool, not the numbers")

@@ -20,6 +20,7 @@ what the ONNX export will do.)
 from __future__ import annotations
 
 import copy
+import os
 import time
 import types
 import warnings
@@ -147,6 +148,7 @@ class Explainer:
         self.representation = types.MappingProxyType(dict(options))  # read-only: threads share it
         self.image_resize, self.device, self.dtype, self.backend = image_resize, device, dtype, backend
         self.metadata = metadata
+        self.input_size: tuple[int, int] | None = None  # (H, W) of compile's probe run
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,6 +169,35 @@ class Explainer:
         state = "closed" if self._closed else f"{type(self._cnn).__name__} + {type(self._generator).__name__}"
         return (f"Explainer({state}, {o['kind']} representation k={o['k']} size={o['size']} method={o['method']} "
                 f"order={o['order']} teacher={o['teacher']}, device={self.device}, dtype={self.dtype})")
+
+    def export_onnx(self, path: str | Path, *, dynamic_batch: bool = True, dynamic_size: bool = False,
+                    opset: int | None = None, fp16: bool = False, input_size: int | tuple[int, int] | None = None,
+                    class_names: Sequence[str] | None = None, value_range: str | None = None) -> Path:
+        """Write the whole pipeline (CNN forward, the activation-only backward for the gradient
+        kind, CAMs, cumulative maps, generator, resizes) as ONE ONNX file; run it with
+        ``fastinterp.load_onnx(path)`` (ONNX Runtime, no torch needed).
+
+        Inputs ``images`` (B, C, H, W) float32, ``targets`` (B,) int64 (-1: predicted class);
+        outputs ``logits``, ``targets``, ``maps`` (B, H, W) in [0, 1], ``cgm`` (B, K, S, S). The
+        representation, input size, class names, value range and weight hashes go into its
+        ``metadata_props`` (``fastinterp.export.onnx``). Needs ``pip install "fastinterp[onnx]"``.
+
+        Args:
+            dynamic_batch: any batch size (else the traced one, 2).
+            dynamic_size: any H, W (else ``input_size``); CNNs whose ops fix the size refuse.
+            opset: ONNX opset (default and minimum 18: antialiased Resize).
+            fp16: store weights and compute in float16 (inputs and outputs stay float32), for GPU
+                execution providers; ONNX Runtime's CPU provider runs it slowly.
+            input_size: (H, W) or int (default: compile's ``input_size``).
+            class_names: names of the CNN's classes, recorded in the metadata.
+            value_range: how input values are expected (e.g. "RGB in [0, 1]"), recorded.
+        """
+        from fastinterp.export import export_explainer
+
+        return export_explainer(self, path, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, opset=opset,
+                                fp16=fp16, input_size=input_size,
+                                class_names=None if class_names is None else list(class_names),
+                                value_range=value_range)
 
     def _models(self) -> tuple[nn.Module, nn.Module]:
         cnn, generator = self._cnn, self._generator
@@ -303,6 +334,42 @@ class Explainer:
         return stages
 
 
+_BACKENDS = ("auto", "torch", "cpp", "triton", "onnxruntime")
+
+
+def onnx_cache_dir() -> Path:
+    """Where ``compile(..., backend="onnxruntime")`` keeps its exports: $XDG_CACHE_HOME/fastinterp/onnx
+    (default ~/.cache/fastinterp/onnx)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "fastinterp" / "onnx"
+
+
+def _onnxruntime_explainer(explainer: Explainer, batch_sizes: Sequence[int] | None):
+    """Export ``explainer`` once (cached by content) and load it into ONNX Runtime."""
+    import hashlib
+    import json
+
+    from fastinterp._version import __version__
+    from fastinterp.export.onnx import weights_sha256
+    from fastinterp.runtime.onnx_backend import load_onnx
+
+    if explainer.dtype is not None or explainer.device.type != "cpu":
+        raise ValueError("backend: 'onnxruntime' runs the CPU float32 export (dtype=None, device='cpu'); load a GPU or "
+                         "fp16 export with fastinterp.load_onnx(path, providers=...)")
+    cnn, generator = explainer._models()
+    key = json.dumps([__version__, dict(explainer.representation), explainer.image_resize, explainer.input_size,
+                      weights_sha256(cnn), weights_sha256(generator), type(cnn).__name__])
+    path = onnx_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.onnx"
+    if not path.is_file():
+        partial = path.with_suffix(f".{os.getpid()}.partial.onnx")
+        explainer.export_onnx(partial)
+        os.replace(partial, path)  # atomic: a concurrent compile never reads a half-written file
+    loaded = load_onnx(path)
+    for b in batch_sizes or ():
+        loaded.explain(np.zeros((b, loaded.channels, *explainer.input_size), dtype=np.float32))
+    return loaded
+
+
 def _no_mark(stage: str) -> None:
     pass
 
@@ -373,9 +440,16 @@ def compile(
         input_size: (H, W) or int of the probe run at compile time (default: the CNN's
             ``input_size`` attribute, as zoo CNNs have, else 224). The probe checks what can only be
             checked by running: enough conv layers for k, a poolable head for the activation kind.
-        backend: ``fastinterp.ops.cumulative_average`` backend ("auto": C++ on CPU, Triton on CUDA).
+        backend: "auto" (C++ on CPU, Triton on CUDA), "torch", "cpp", "triton": the eager
+            pipeline with that ``fastinterp.ops.cumulative_average`` backend; or "onnxruntime":
+            the whole pipeline exported once to one ONNX file (cached under
+            ``~/.cache/fastinterp/onnx``, keyed by the weights, representation and input size) and
+            run by ONNX Runtime (``fastinterp.load_onnx``; returns an ``OnnxExplainer``, CPU
+            float32, images at ``input_size``, any batch).
     """
     check_model(cnn)
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
     module, metadata = _resolve_generator(generator)
     options = _resolve_options(module, metadata, representation)
     if dtype is not None and dtype not in _AUTOCAST + (torch.float32,):
@@ -390,9 +464,10 @@ def compile(
                          f"{GENERATOR_IMAGE_CHANNELS}-channel images; explain a 3-channel CNN")
     cnn = _device_copy(cnn, target)
     module = _generator_copy(module, target)
-    explainer = Explainer(cnn, module, options, image_resize, target, dtype, backend, metadata)
+    ops_backend = "auto" if backend == "onnxruntime" else backend  # the eager explainer the export is made from
+    explainer = Explainer(cnn, module, options, image_resize, target, dtype, ops_backend, metadata)
     size = input_size if input_size is not None else getattr(cnn, "input_size", None) or 224
-    size = check_size(size, "input_size")
+    size = explainer.input_size = check_size(size, "input_size")
     probe = torch.rand(1, stem.in_channels, *size, dtype=weight.dtype, device=target,
                        generator=torch.Generator(device=target).manual_seed(0))
     try:
@@ -408,6 +483,9 @@ def compile(
         if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not all(
                 isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes):
             raise ValueError(f"batch_sizes: expected a list of ints >= 1, got {batch_sizes!r}")
+    if backend == "onnxruntime":
+        return _onnxruntime_explainer(explainer, batch_sizes)
+    if batch_sizes is not None:
         for b in batch_sizes:
             explainer.explain(probe.expand(b, *probe.shape[1:]).contiguous())
     return explainer

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = ["Explanation"]
 
 
 def _numpy(x: Any) -> np.ndarray:
-    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    torch = sys.modules.get("torch")  # not imported here: the ONNX Runtime backend runs without torch
+    return x.detach().float().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _require_matplotlib():

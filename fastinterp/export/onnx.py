@@ -1,0 +1,197 @@
+"""ONNX files: the whole explain pipeline (``export_explainer``) or the generator alone
+(``export_generator``), each one self-describing ``.onnx`` file.
+
+The explainer file: inputs ``images`` (B, C, H, W) float32 and ``targets`` (B,) int64 (-1: the
+predicted class); outputs ``logits`` (B, classes), ``targets`` (B,), ``maps`` (B, H, W) float32 in
+[0, 1], ``cgm`` (B, K, S, S). Its ``metadata_props`` (all strings; ``METADATA_KEYS``) carry what
+``fastinterp.load_onnx`` needs and what a reader wants to know, as Ultralytics' exports do:
+format and format version, fastinterp version, the representation (kind, k, size, method, order,
+teacher, skip_1x1, image_resize), the input size (null where dynamic), the number of classes and
+their names when known, the value range the CNN expects, and the sha256 of the CNN's and the
+generator's weights.
+
+Exporting runs ``torch.onnx.export(dynamo=True)`` on :class:`fastinterp.export.graph.ExplainGraph`
+(the traced layer maps + the rest of the pipeline) and checks the file with ``onnx.checker``
+(full check). The file holds its weights inline; external data only beyond 2 GB (protobuf's
+limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastinterp._version import __version__
+from fastinterp.export.graph import ExplainGraph
+from fastinterp.export.trace import trace_layer_maps
+from fastinterp.representation import _skip_1x1, paper_positions
+
+__all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer", "export_generator",
+           "weights_sha256"]
+
+DEFAULT_OPSET = 18  # the first with Resize(antialias=1)
+FORMAT_VERSION = 1  # of the inputs/outputs/metadata contract; load_onnx refuses other versions
+METADATA_KEYS = ("fastinterp.format", "fastinterp.format_version", "fastinterp.version",
+                 "fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes",
+                 "fastinterp.class_names", "fastinterp.value_range", "fastinterp.cnn", "fastinterp.cnn_sha256",
+                 "fastinterp.generator", "fastinterp.generator_sha256", "fastinterp.teacher")
+_INLINE_LIMIT = 2_000_000_000  # bytes of weights beyond which the file uses external data
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state (name, dtype, shape and bytes of every tensor, by name)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _check_opset(opset: object) -> int:
+    if opset is None:
+        return DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < DEFAULT_OPSET:
+        raise ValueError(f"opset: expected an int >= {DEFAULT_OPSET} (antialiased Resize), got {opset!r}")
+    return opset
+
+
+def _check_path(path: object) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path: expected a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"path: expected a file name ending in .onnx, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+            dynamic_shapes: tuple, opset: int, metadata: dict[str, str], fp16: bool) -> Path:
+    """torch.onnx.export (dynamo), metadata, save, fp16 conversion, full onnx.checker check."""
+    import onnx
+
+    size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's deprecation and naming notices
+        program = torch.onnx.export(module, args, None, dynamo=True, input_names=input_names,
+                                    output_names=output_names, dynamic_shapes=dynamic_shapes, opset_version=opset,
+                                    verbose=False)
+    program.model.metadata_props.update(metadata)
+    external = size > _INLINE_LIMIT
+    program.save(str(path), external_data=external)
+    if fp16:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        import onnx_ir
+        from onnx_ir.passes.common import TopologicalSortPass
+
+        model = onnx.load(str(path))
+        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                         op_block_list=["Resize", "ReduceMin", "ReduceMax", "ArgMax", "ScatterElements"])
+        del model.graph.value_info[:]  # the converter leaves stale float32 shape annotations
+        ir_model = onnx_ir.from_proto(model)  # it also appends its input casts last: sort the nodes
+        TopologicalSortPass()(ir_model)
+        onnx.save(onnx_ir.to_proto(ir_model), str(path), save_as_external_data=external)
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def export_generator(generator: nn.Module, path: str | Path, *, opset: int | None = None,
+                     fp16: bool = False) -> Path:
+    """The generator alone as ONNX: inputs ``image`` (B, 3, S, S), ``cgm`` (B, K, S, S) float32,
+    output ``map`` (B, 1, S, S); the batch size is dynamic. Metadata as the explainer file's
+    (format "generator")."""
+    config = getattr(generator, "config", None)
+    if not isinstance(generator, nn.Module) or not isinstance(config, dict) or not {"k", "size"} <= set(config):
+        raise TypeError("generator: expected a generator from fastinterp.load_generator / build_generator, got "
+                        f"{type(generator).__name__}")
+    path, opset = _check_path(path), _check_opset(opset)
+    module = copy.deepcopy(generator).cpu().float().eval().requires_grad_(False)
+    k, size = config["k"], config["size"]
+    example = (torch.rand(2, 3, size, size), torch.rand(2, k, size, size))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    meta = getattr(generator, "fastinterp_metadata", None) or {}
+    rep = dict(meta.get("representation") or {"k": k, "size": size})
+    metadata = {
+        "fastinterp.format": "generator", "fastinterp.format_version": str(FORMAT_VERSION),
+        "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
+        "fastinterp.generator": json.dumps(config, sort_keys=True),
+        "fastinterp.generator_sha256": weights_sha256(module),
+    }
+    with torch.inference_mode(False):
+        return _export(module, example, path, ["image", "cgm"], ["map"], ({0: batch}, {0: batch}), opset, metadata,
+                       fp16)
+
+
+def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True, dynamic_size: bool = False,
+                     opset: int | None = None, fp16: bool = False, input_size: int | tuple[int, int] | None = None,
+                     class_names: list[str] | None = None, value_range: str | None = None) -> Path:
+    """``Explainer.export_onnx``: see there."""
+    from fastinterp.validation import check_size, stem_weight
+
+    for name, flag in (("dynamic_batch", dynamic_batch), ("dynamic_size", dynamic_size), ("fp16", fp16)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected True or False, got {flag!r}")
+    path, opset = _check_path(path), _check_opset(opset)
+    if class_names is not None and (isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names)):
+        raise TypeError(f"class_names: expected a list of str, got {class_names!r}")
+    if value_range is not None and not isinstance(value_range, str):
+        raise TypeError(f"value_range: expected a str describing the CNN's input values, got {value_range!r}")
+    cnn, generator = explainer._models()
+    o = explainer.representation
+    size = check_size(input_size, "input_size") if input_size is not None else explainer.input_size
+    if o["skip_1x1"] and dynamic_size:
+        raise ValueError("dynamic_size: the representation skips 1x1 maps (skip_1x1=True), which depends on the input "
+                         "size; export with dynamic_size=False")
+    # the export runs on CPU float32 copies (the user's modules and the explainer's stay as they are)
+    cnn = copy.deepcopy(cnn).cpu().float()
+    generator = copy.deepcopy(generator).cpu().float().to(memory_format=torch.contiguous_format)
+    channels = stem_weight(cnn).shape[1]
+    example = torch.rand(2, channels, *size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(False):
+        graph = trace_layer_maps(cnn, o["kind"], o["method"], example, dynamic_size=dynamic_size)
+        with torch.no_grad():
+            logits, _, *maps = graph(example, torch.full((2,), -1))
+        _, kept = _skip_1x1(maps, [str(i) for i in range(len(maps))], o["skip_1x1"])
+        keep = [int(i) for i in kept]
+        from fastinterp.runtime.explainer import _positions
+
+        positions = _positions(len(keep), o["k"], cnn)
+        module = ExplainGraph(graph, generator, keep, positions, o["order"] == "last_to_first", (o["size"],) * 2,
+                              resize_images=dynamic_size or size != (o["size"],) * 2)
+        dims: dict[int, object] = {}
+        if dynamic_batch:
+            dims[0] = torch.export.Dim("batch", min=1, max=65536)
+        if dynamic_size:
+            dims[2], dims[3] = torch.export.Dim("height", min=8, max=8192), torch.export.Dim("width", min=8, max=8192)
+        meta = explainer.metadata or {}
+        rep = {**o, "image_resize": explainer.image_resize}
+        metadata = {
+            "fastinterp.format": "explainer", "fastinterp.format_version": str(FORMAT_VERSION),
+            "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
+            "fastinterp.input_size": json.dumps([channels, None, None] if dynamic_size else [channels, *size]),
+            "fastinterp.dynamic_batch": json.dumps(dynamic_batch),
+            "fastinterp.num_classes": str(logits.shape[1]),
+            "fastinterp.value_range": value_range or "the CNN's own preprocessing (as its eager forward takes it)",
+            "fastinterp.cnn": type(explainer._cnn).__name__,
+            "fastinterp.cnn_sha256": weights_sha256(cnn),
+            "fastinterp.generator": json.dumps(generator.config, sort_keys=True),
+            "fastinterp.generator_sha256": weights_sha256(generator),
+            "fastinterp.teacher": str(meta.get("teacher", o["teacher"])),
+        }
+        if class_names is not None:
+            if len(class_names) != logits.shape[1]:
+                raise ValueError(f"class_names: {len(class_names)} names for a CNN with {logits.shape[1]} outputs")
+            metadata["fastinterp.class_names"] = json.dumps(list(class_names))
+        return _export(module, (example, torch.full((2,), -1)), path, ["images", "targets"],
+                       ["logits", "chosen_targets", "maps", "cgm"], (dims, {0: dims[0]} if dynamic_batch else {}), opset,
+                       metadata, fp16)

@@ -1,0 +1,289 @@
+"""The ONNX Runtime backend: ``load_onnx(path)`` -> an explainer with ``Explainer``'s API over one
+``.onnx`` file written by ``Explainer.export_onnx`` / ``fastinterp export``.
+
+Needs onnxruntime and numpy only (torch is not imported; torch tensors are accepted and returned
+when torch is there). One ``InferenceSession`` per explainer, every graph optimisation on,
+intra-op threads settable; execution providers by what is installed: TensorRT > CUDA > CPU
+(``pip install "fastinterp[gpu]"`` brings onnxruntime-gpu; TensorRT needs its own libraries, see
+the README), with a TensorRT engine cache directory so engines are built once. ``run`` on an
+``InferenceSession`` is thread-safe, so threads may share one explainer.
+
+Inputs are checked before the session sees them, with the torch backend's errors (argument
+named, what was expected); the file's ``metadata_props`` say what it takes
+(``fastinterp.export.onnx``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastinterp.runtime.explanation import Explanation
+
+__all__ = ["FORMAT_VERSION", "OnnxExplainer", "default_providers", "load_onnx"]
+
+FORMAT_VERSION = 1  # the export contract this version reads (fastinterp.export.onnx.FORMAT_VERSION)
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+DEFAULT_TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastinterp" / "tensorrt"
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError('load_onnx runs ONNX files with onnxruntime, which is not installed: '
+                                  'pip install "fastinterp[onnx]" (or onnxruntime-gpu: "fastinterp[gpu]")',
+                                  name="onnxruntime") from error
+    return onnxruntime
+
+
+def default_providers(trt_cache: str | Path | None = None) -> list:
+    """The installed execution providers in the order TensorRT > CUDA > CPU; TensorRT with its
+    engine cache in ``trt_cache`` (default ``~/.cache/fastinterp/tensorrt``) and fp16 allowed."""
+    available = set(_onnxruntime().get_available_providers())
+    providers: list = []
+    for name in PROVIDER_ORDER:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = Path(trt_cache) if trt_cache is not None else DEFAULT_TRT_CACHE
+            providers.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                                     "trt_fp16_enable": True}))
+        else:
+            providers.append(name)
+    return providers
+
+
+def _torch_tensor_type():
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.Tensor
+
+
+class OnnxExplainer:
+    """``explain(images, targets=None, return_cgm=False)`` (also ``explainer(images)``),
+    ``profile``, ``close()`` / context manager, as :class:`fastinterp.Explainer`. Attributes:
+    ``representation`` (read-only), ``input_size`` ((H, W), or None when any size is taken),
+    ``num_classes``, ``class_names`` (or None), ``value_range``, ``metadata`` (every
+    ``fastinterp.*`` entry), ``providers`` (what the session runs on), ``path``."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, session, metadata: dict[str, str], path: Path):
+        self._session = session
+        self.path = path
+        self.metadata = types.MappingProxyType(dict(metadata))
+        self.representation = types.MappingProxyType(json.loads(metadata["fastinterp.representation"]))
+        channels, height, width = json.loads(metadata["fastinterp.input_size"])
+        self.channels = channels
+        self.input_size = None if height is None else (height, width)
+        self.dynamic_batch = json.loads(metadata.get("fastinterp.dynamic_batch", "true"))
+        self.num_classes = int(metadata["fastinterp.num_classes"])
+        names = metadata.get("fastinterp.class_names")
+        self.class_names = None if names is None else tuple(json.loads(names))
+        self.value_range = metadata.get("fastinterp.value_range")
+        self.providers = tuple(session.get_providers())
+        self._closed = False
+
+    def __repr__(self) -> str:
+        o = self.representation
+        return (f"OnnxExplainer({self.path.name}, {o['kind']} representation k={o['k']} size={o['size']}, "
+                f"input_size={self.input_size}, providers={list(self.providers)})")
+
+    def close(self) -> None:
+        """Release the session; ``explain`` raises afterwards."""
+        self._closed = True
+        self._session = None
+
+    def __enter__(self) -> OnnxExplainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ inputs (the torch backend's errors)
+    def _images(self, images: object) -> tuple[np.ndarray, bool]:
+        tensor_type = _torch_tensor_type()
+        as_torch = tensor_type is not None and isinstance(images, tensor_type)
+        if as_torch:
+            if images.is_floating_point() and images.dtype != _torch_float32():
+                raise TypeError(f"images: dtype {images.dtype} but the exported graph takes torch.float32")
+            if not images.is_floating_point():
+                raise TypeError(f"images: expected a floating-point tensor, got dtype {images.dtype}")
+            array = images.detach().cpu().numpy()
+        elif isinstance(images, np.ndarray):
+            if images.dtype != np.float32:
+                raise TypeError(f"images: expected a numpy array of dtype float32 (the exported graph's), got "
+                                f"{images.dtype}")
+            array = images
+        else:
+            raise TypeError(f"images: expected a float torch.Tensor or numpy array (B, C, H, W), got "
+                            f"{type(images).__name__}")
+        if array.ndim == 3:
+            array = array[None]
+        elif array.ndim != 4:
+            raise ValueError(f"images: expected (B, C, H, W) or one image (C, H, W), got shape {tuple(array.shape)}")
+        batch, channels, height, width = array.shape
+        if batch == 0:
+            raise ValueError("images: batch size is 0; expected at least one image")
+        if channels != self.channels:
+            raise ValueError(f"images: the model's first conv expects {self.channels} channels, got {channels} "
+                             f"(shape {tuple(array.shape)})")
+        if self.input_size is not None and (height, width) != self.input_size:
+            raise ValueError(f"images: the exported graph takes {self.input_size[0]}x{self.input_size[1]} images, got "
+                             f"{height}x{width}; export with input_size=({height}, {width}) or dynamic_size=True")
+        if not self.dynamic_batch and batch != 2:
+            raise ValueError(f"images: the graph was exported with a fixed batch of 2 (dynamic_batch=False), got "
+                             f"{batch}")
+        if not np.isfinite(array).all():
+            raise ValueError("images: contains NaN or infinite values")
+        return np.ascontiguousarray(array), as_torch
+
+    def _targets(self, targets: object, batch: int) -> np.ndarray:
+        tensor_type = _torch_tensor_type()
+        if targets is None:
+            return np.full((batch,), -1, dtype=np.int64)
+        if isinstance(targets, (bool, np.bool_)):
+            raise TypeError("targets: expected class indices (int), got a bool")
+        if isinstance(targets, (int, np.integer)):
+            out = np.full((batch,), int(targets), dtype=np.int64)
+        elif tensor_type is not None and isinstance(targets, tensor_type):
+            if targets.is_floating_point() or targets.is_complex() or str(targets.dtype) == "torch.bool":
+                raise TypeError(f"targets: expected an integer tensor of class indices, got dtype {targets.dtype}")
+            out = targets.detach().cpu().numpy().astype(np.int64)
+        elif isinstance(targets, np.ndarray):
+            if not np.issubdtype(targets.dtype, np.integer):
+                raise TypeError(f"targets: expected class indices (an integer numpy array), got dtype {targets.dtype}")
+            out = targets.astype(np.int64)
+        elif isinstance(targets, Sequence) and not isinstance(targets, (str, bytes)):
+            if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in targets):
+                raise TypeError("targets: expected a sequence of ints (class indices)")
+            if len(targets) != batch:
+                raise ValueError(f"targets: expected {batch} class indices (one per image), got {len(targets)}")
+            out = np.asarray(list(targets), dtype=np.int64)
+        else:
+            raise TypeError(f"targets: expected None, an int, a sequence of ints or an integer tensor, got "
+                            f"{type(targets).__name__}")
+        if out.ndim != 1 or out.shape[0] != batch:
+            raise ValueError(f"targets: expected shape ({batch},) (one class per image), got {tuple(out.shape)}")
+        if out.size and (out.min() < 0 or out.max() >= self.num_classes):
+            raise ValueError(f"targets: class indices must be in [0, {self.num_classes}) for a model with "
+                             f"{self.num_classes} outputs, got {out.tolist()}")
+        return out
+
+    # ------------------------------------------------------------------ running
+    def _session_or_raise(self):
+        if self._closed or self._session is None:
+            raise RuntimeError("explainer: it was closed; load a new one with fastinterp.load_onnx(path)")
+        return self._session
+
+    def explain(self, images: object, targets: object = None, *, return_cgm: bool = False) -> Explanation:
+        """Explain a batch; as :meth:`fastinterp.Explainer.explain`. ``images``: float32 numpy array or
+        torch tensor (B, C, H, W) or (C, H, W); returns numpy arrays, or CPU torch tensors when a
+        tensor was passed."""
+        if not isinstance(return_cgm, bool):
+            raise TypeError(f"return_cgm: expected True or False, got {return_cgm!r}")
+        session = self._session_or_raise()
+        array, as_torch = self._images(images)
+        chosen = self._targets(targets, array.shape[0])
+        names = ["logits", "chosen_targets", "maps"] + (["cgm"] if return_cgm else [])
+        outputs = session.run(names, {"images": array, "targets": chosen})
+        logits, classes, maps = outputs[:3]
+        cgm = outputs[3] if return_cgm else None
+        if as_torch:
+            import torch
+
+            logits, classes, maps = (torch.from_numpy(x) for x in (logits, classes, maps))
+            cgm = None if cgm is None else torch.from_numpy(cgm)
+        return Explanation(logits=logits, targets=classes, maps=maps, cgm=cgm)
+
+    __call__ = explain
+
+    def profile(self, images: object, targets: object = None) -> dict[str, float]:
+        """One ``explain`` timed: {"total": ms} (the graph runs as one; ONNX Runtime's own profiler
+        gives per-node times: ``SessionOptions.enable_profiling``)."""
+        start = time.perf_counter()
+        self.explain(images, targets)
+        return {"total": 1e3 * (time.perf_counter() - start)}
+
+
+def _torch_float32():
+    return sys.modules["torch"].float32
+
+
+def _read_metadata(session, path: Path) -> dict[str, str]:
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    kind = metadata.get("fastinterp.format")
+    if kind is None:
+        raise ValueError(f"path: {path} is an ONNX file but not a fastinterp export (its metadata has no "
+                         "fastinterp.format); write one with Explainer.export_onnx or `fastinterp export`")
+    if kind != "explainer":
+        raise ValueError(f"path: {path} holds a fastinterp {kind!r}, not an explainer; load_onnx runs the whole "
+                         "pipeline (Explainer.export_onnx); run a generator-only file with onnxruntime directly")
+    version = metadata.get("fastinterp.format_version")
+    if version != str(FORMAT_VERSION):
+        raise ValueError(f"path: {path} was written in export format version {version} (fastinterp "
+                         f"{metadata.get('fastinterp.version', '?')}); this fastinterp reads version {FORMAT_VERSION}; "
+                         "export it again with this version")
+    missing = [key for key in ("fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes")
+               if key not in metadata]
+    if missing:
+        raise ValueError(f"path: {path}'s fastinterp metadata lacks {missing}; export it again")
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if not {"images", "targets"} <= inputs or not {"logits", "chosen_targets", "maps", "cgm"} <= outputs:
+        raise ValueError(f"path: {path}'s graph does not have the explainer's inputs and outputs (has inputs "
+                         f"{sorted(inputs)}, outputs {sorted(outputs)})")
+    return metadata
+
+
+def load_onnx(path: str | Path, providers: Sequence[Any] | None = None, *, threads: int | None = None,
+              trt_cache: str | Path | None = None) -> OnnxExplainer:
+    """Load an explainer exported by ``Explainer.export_onnx`` / ``fastinterp export`` into ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: execution providers (names or (name, options) pairs, as onnxruntime takes them);
+            default :func:`default_providers` (TensorRT > CUDA > CPU, whichever are installed).
+        threads: intra-op threads of the session (default: onnxruntime's, one per physical core).
+        trt_cache: TensorRT engine cache directory (default ``~/.cache/fastinterp/tensorrt``).
+    """
+    ort = _onnxruntime()
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path: expected a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no ONNX file at {path}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
+    if providers is None:
+        providers = default_providers(trt_cache)
+    else:
+        if isinstance(providers, (str, bytes)) or not isinstance(providers, Sequence) or not providers:
+            raise TypeError(f"providers: expected a list of execution provider names, got {providers!r}")
+        available = set(ort.get_available_providers())
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise ValueError(f"providers: {missing} not available in this onnxruntime (it has "
+                             f"{sorted(available)}); pip install onnxruntime-gpu for CUDA / TensorRT")
+        providers = list(providers)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: not the optimiser's notices
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        raise ValueError(f"path: {path} is not a readable ONNX model ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    return OnnxExplainer(session, _read_metadata(session, path), path)
