@@ -3,7 +3,9 @@
 #   1. build the wheel (pip, build isolation) and install it in a fresh virtual environment;
 #   2. from another directory: `fastinterp demo` without matplotlib must fail with one line naming
 #      the extra (status 2); with the extra it runs; a smoke test of the installed package
-#      (representation, compile/explain) and `fastinterp-bench --quick`;
+#      (representation, compile/explain) and `fastinterp-bench --quick`; `fastinterp export` with
+#      the onnx extra, and the exported file run by load_onnx in a venv with onnxruntime + numpy
+#      only (no torch);
 #   3. build the same wheel with OpenMP off, install it over the first, check that
 #      `fastinterp --version` says so, and run the kernel tests against it (C++ serial fallback;
 #      the Triton kernels through the interpreter, from the wheel's fastinterp.kernels).
@@ -64,6 +66,24 @@ assert out.maps.shape == (2, 64, 64) and 0 <= out.maps.min() <= out.maps.max() <
 print("smoke test passed:", fastinterp.__file__)
 PY
 "$V/fastinterp-bench" --quick --no-progress | tail -3  # the console script, from the wheel
+
+echo "== wheel_check 2d: fastinterp export with the onnx extra, then load_onnx in a venv without torch"
+"$V/python" -m pip install "${PIP[@]}" "$(ls "$WORK"/dist/fastinterp-*.whl)[onnx]"
+"$V/fastinterp" export --cnn resnet18 --num-classes 10 --input-size 32 --out "$WORK/onnx" | tee "$WORK/export.log"
+grep -q "targets equal: True" "$WORK/export.log"
+"$PYTHON" -m venv "$WORK/venv-ort"
+"$WORK/venv-ort/bin/python" -m pip install "${PIP[@]}" numpy onnxruntime
+"$WORK/venv-ort/bin/python" -m pip install "${PIP[@]}" --no-deps "$WORK"/dist/fastinterp-*.whl
+"$WORK/venv-ort/bin/python" - "$WORK/onnx/explainer.onnx" <<'PY'
+import importlib.util, sys
+import numpy as np
+assert importlib.util.find_spec("torch") is None, "torch is installed in the onnxruntime-only venv"
+import fastinterp
+explainer = fastinterp.load_onnx(sys.argv[1])
+out = explainer.explain(np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32))
+assert out.maps.shape == (3, 32, 32) and 0 <= out.maps.min() <= out.maps.max() <= 1, out.maps.shape
+print("load_onnx without torch passed:", explainer)
+PY
 
 echo "== wheel_check 3: the same wheel built without OpenMP"
 "$PYTHON" -m pip wheel "${PIP[@]}" --no-deps -w "$WORK/dist-serial" -Cbuild-dir="$WORK/build-serial" \

@@ -5,10 +5,12 @@
 by forward ops that ONNX has: the stock ``torch._decomp`` decompositions (ReLU, batch norm in
 eval (as our own, leaner), max pooling, hardswish/hardsigmoid, SiLU/sigmoid, GELU, softmax...) and three of our own:
 
-    convolution_backward (d input only)  a transposed convolution with the same weight (grouped
-                                         and depthwise as they are), output_padding = stride - 1,
-                                         sliced to the input's size (a symbolic output_padding
-                                         does not export when H and W are dynamic)
+    convolution_backward (d input only)  stride 1: a convolution with the flipped, transposed
+                                         kernel (padding d (k - 1) - p); otherwise a transposed
+                                         convolution with the same weight, output_padding =
+                                         stride - 1, sliced to the input's size (a symbolic
+                                         output_padding does not export when H and W are
+                                         dynamic); grouped and depthwise as they are
     _adaptive_avg_pool2d_backward        window matrices: d input = P_h^T (d output) P_w, with
                                          P (out, in) = 1/len over each pooling window (global
                                          pooling: one row of 1/(h w))
@@ -47,9 +49,20 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
                                  "gradient was asked for")
     grad_input = None
     if output_mask[0]:
-        padding_out = [s - 1 for s in stride]
-        grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True, padding_out, groups)
-        grad_input = grad_input[:, :, : input.shape[2], : input.shape[3]]
+        kernel = weight.shape[2:]
+        full = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding)]
+        if all(s == 1 for s in stride) and all(f >= 0 for f in full):
+            # stride 1: a plain convolution with the flipped, transposed kernel (ONNX Runtime's
+            # Conv is much faster than its ConvTranspose on the CPU; benchmarks/NOTES.md)
+            out_channels, in_per_group = weight.shape[0], weight.shape[1]
+            flipped = (weight.reshape(groups, out_channels // groups, in_per_group, *kernel).transpose(1, 2)
+                       .reshape(groups * in_per_group, out_channels // groups, *kernel).flip(2, 3))
+            grad_input = aten.convolution(grad_output, flipped, None, [1, 1], full, dilation, False, [0, 0], groups)
+        else:
+            padding_out = [s - 1 for s in stride]
+            grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True, padding_out,
+                                          groups)
+            grad_input = grad_input[:, :, : input.shape[2], : input.shape[3]]
     return grad_input, None, None
 
 

@@ -283,10 +283,14 @@ def _onnx_methods(onnx: dict, images: torch.Tensor, threads: int, args) -> dict[
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's threads spin after a run by default: interleaved with torch calls they
+        # would take the cores from the next (torch) method. Off for every session here.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions["forward"] = ort.InferenceSession(str(onnx["files"]["forward"]), options, providers=onnx["providers"])
         for name, path in onnx["files"].items():
             if name != "forward":
-                sessions[name] = load_onnx(path, providers=onnx["providers"], threads=threads)
+                sessions[name] = load_onnx(path, providers=onnx["providers"], threads=threads,
+                                           config={"session.intra_op.allow_spinning": "0"})
     methods: dict[str, Callable[[], object]] = {
         "ort-forward": lambda array=array: sessions["forward"].run(None, {"images": array})}
     for name, explainer in sessions.items():

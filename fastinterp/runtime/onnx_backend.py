@@ -245,7 +245,7 @@ def _read_metadata(session, path: Path) -> dict[str, str]:
 
 
 def load_onnx(path: str | Path, providers: Sequence[Any] | None = None, *, threads: int | None = None,
-              trt_cache: str | Path | None = None) -> OnnxExplainer:
+              trt_cache: str | Path | None = None, config: dict[str, str] | None = None) -> OnnxExplainer:
     """Load an explainer exported by ``Explainer.export_onnx`` / ``fastinterp export`` into ONNX Runtime.
 
     Args:
@@ -254,6 +254,9 @@ def load_onnx(path: str | Path, providers: Sequence[Any] | None = None, *, threa
             default :func:`default_providers` (TensorRT > CUDA > CPU, whichever are installed).
         threads: intra-op threads of the session (default: onnxruntime's, one per physical core).
         trt_cache: TensorRT engine cache directory (default ``~/.cache/fastinterp/tensorrt``).
+        config: ONNX Runtime session config entries, e.g. ``{"session.intra_op.allow_spinning":
+            "0"}`` (its threads then sleep between runs instead of spinning: slower alone, but
+            they no longer take the cores from other work in the process, e.g. torch).
     """
     ort = _onnxruntime()
     if not isinstance(path, (str, Path)):
@@ -281,6 +284,10 @@ def load_onnx(path: str | Path, providers: Sequence[Any] | None = None, *, threa
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"config: expected str keys and values, got {key!r}: {value!r}")
+        options.add_session_config_entry(key, value)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
