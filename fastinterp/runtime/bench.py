@@ -208,7 +208,9 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
                 bar.update()
         # at the smallest batch only: at larger ones the run-to-run spread of the ops exceeds the Python time
         small = batch == min(args.batch_sizes)
-        inside = _inside_ops_ms(methods, args.iters) if device.type == "cpu" and small else {}
+        # torch methods only: ONNX Runtime runs no aten ops for the profiler to see
+        torch_methods = {name: m for name, m in methods.items() if not name.startswith("ort-")}
+        inside = _inside_ops_ms(torch_methods, args.iters) if device.type == "cpu" and small else {}
         base = statistics.median(times["forward"])
         for name, values in times.items():
             p50 = statistics.median(values)
