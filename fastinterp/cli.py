@@ -193,7 +193,7 @@ def _export_cnn(spec: str, num_classes: int):
     """--cnn: a zoo checkpoint (.safetensors) -> (model, metadata), or a torchvision model name
     (random weights, for a try-out) -> (model, {})."""
     path = Path(spec)
-    if path.suffix == ".safetensors" or path.exists():
+    if path.suffix == ".safetensors" or path.is_file():
         from fastinterp.zoo import load_cnn
 
         if not path.is_file():

@@ -447,8 +447,8 @@ def test_dynamic_size_export(tmp_path):
     loaded = fastinterp.load_onnx(path)
     assert loaded.input_size is None
     e = types.SimpleNamespace(cnn=cnn, generator=generator, explainer=explainer)
-    for side in (64, 80):
-        images = stable_images(explainer, (2, 3, side, side), seed=side)
+    for height, width in ((64, 64), (80, 80), (64, 96)):  # also H != W: the two stay apart in the graph
+        images = stable_images(explainer, (2, 3, height, width), seed=height + width)
         assert_same(loaded.explain(images.numpy()), explainer.explain(images), exact=float64_reference(e, images))
 
 
@@ -510,3 +510,64 @@ def test_fp16_export(exported, tmp_path):
     assert np.isfinite(got.maps).all()
     assert np.abs(got.maps - ref.maps.numpy()).max() <= 2e-2
     assert np.abs(got.logits - ref.logits.numpy()).max() <= 2e-2 * np.abs(ref.logits.numpy()).max()
+
+
+class _Unusual(nn.Module):
+    """Layers the torchvision cases do not have: a dilated conv, a grouped strided conv on an odd
+    size, an average pool with padding and stride != kernel, an adaptive pool to 3x3."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.dilated = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.grouped = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=4)
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1)
+        self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+                                     for _ in range(6)])
+        self.adaptive = nn.AdaptiveAvgPool2d(3)
+        self.head = nn.Linear(16 * 9, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.dilated(torch.relu(self.stem(x))))
+        x = self.pool(torch.relu(self.grouped(x)))
+        return self.head(self.adaptive(self.convs(x)).flatten(1))
+
+
+def test_dilated_grouped_and_padded_pooling_layers(tmp_path):
+    import types
+
+    torch.manual_seed(0)
+    cnn = _Unusual().eval()
+    with torch.no_grad():
+        for m in cnn.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    generator = build_generator("fast", k=8, size=16)
+    explainer = fastinterp.compile(cnn, generator, input_size=35)  # odd: 35 -> 18 -> 9 -> 3
+    loaded = fastinterp.load_onnx(explainer.export_onnx(tmp_path / "unusual.onnx"))
+    e = types.SimpleNamespace(cnn=cnn, generator=generator, explainer=explainer)
+    for batch in (1, 4):
+        images = stable_images(explainer, (batch, 3, 35, 35), seed=batch)
+        got = loaded.explain(images.numpy(), return_cgm=True)
+        assert_same(got, explainer.explain(images, return_cgm=True), return_cgm=True,
+                    exact=float64_reference(e, images))
+
+
+class _ChannelAttention1d(_Upsampling):
+    """ECA-style channel attention: a Conv1d over the pooled channels (not exported)."""
+
+    def __init__(self):
+        super().__init__()
+        self.eca = nn.Conv1d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        weights = torch.sigmoid(self.eca(x.mean(dim=(2, 3))[:, None]))[:, 0]
+        return self.head(self.convs(x * weights[:, :, None, None]).mean(dim=(2, 3)))
+
+
+def test_a_1d_convolution_is_refused_clearly(tmp_path):
+    torch.manual_seed(0)
+    explainer = fastinterp.compile(_ChannelAttention1d().eval(), build_generator("fast", k=8, size=32), input_size=64)
+    with pytest.raises(UnsupportedOpError, match="2-D convolutions"):
+        explainer.export_onnx(tmp_path / "eca.onnx")

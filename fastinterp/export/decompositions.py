@@ -44,6 +44,8 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
     if transposed:
         raise UnsupportedOpError("convolution_backward: the gradient of a transposed convolution has no export "
                                  "decomposition")
+    if weight.dim() != 4:
+        raise UnsupportedOpError(f"convolution_backward: only 2-D convolutions export, got a {weight.dim() - 2}-D one")
     if output_mask[1] or output_mask[2]:
         raise UnsupportedOpError("convolution_backward: the export traces input gradients only, but a weight or bias "
                                  "gradient was asked for")

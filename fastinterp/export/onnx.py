@@ -2,7 +2,7 @@
 (``export_generator``), each one self-describing ``.onnx`` file.
 
 The explainer file: inputs ``images`` (B, C, H, W) float32 and ``targets`` (B,) int64 (-1: the
-predicted class); outputs ``logits`` (B, classes), ``targets`` (B,), ``maps`` (B, H, W) float32 in
+predicted class); outputs ``logits`` (B, classes), ``chosen_targets`` (B,), ``maps`` (B, H, W) float32 in
 [0, 1], ``cgm`` (B, K, S, S). Its ``metadata_props`` (all strings; ``METADATA_KEYS``) carry what
 ``fastinterp.load_onnx`` needs and what a reader wants to know, as Ultralytics' exports do:
 format and format version, fastinterp version, the representation (kind, k, size, method, order,
@@ -42,7 +42,7 @@ FORMAT_VERSION = 1  # of the inputs/outputs/metadata contract; load_onnx refuses
 METADATA_KEYS = ("fastinterp.format", "fastinterp.format_version", "fastinterp.version",
                  "fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes",
                  "fastinterp.class_names", "fastinterp.value_range", "fastinterp.cnn", "fastinterp.cnn_sha256",
-                 "fastinterp.generator", "fastinterp.generator_sha256", "fastinterp.teacher")
+                 "fastinterp.generator", "fastinterp.generator_sha256", "fastinterp.teacher", "fastinterp.dynamic_batch")
 _INLINE_LIMIT = 2_000_000_000  # bytes of weights beyond which the file uses external data
 
 

@@ -154,7 +154,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     configs = [(t, b) for t in args.threads for b in args.batch_sizes]
     total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(args.representations)
                                                          + (pgc is not None) + (0 if onnx is None else
-                                                                                1 + len(onnx["files"]) - 1))
+                                                                                len(onnx["files"])))
     bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
     for threads, batch in configs:
         torch.set_num_threads(threads)
@@ -231,6 +231,11 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     torch.set_num_threads(threads_before)
     for explainer in explainers.values():
         explainer.close()
+    if onnx is not None:  # the exported files (resnet50: ~100 MB each)
+        import shutil
+
+        onnx["sessions"].clear()
+        shutil.rmtree(onnx["folder"], ignore_errors=True)
     return {
         "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtypes": args.dtypes,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
@@ -252,7 +257,7 @@ def _export_onnx(cnn, explainers: dict, side: int, args) -> dict:
     files, export_s, mb = {}, {}, {}
     start = time.perf_counter()
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
+    with warnings.catch_warnings(), open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(copy.deepcopy(cnn).cpu().eval(), (torch.rand(2, 3, side, side),), None,
                                     dynamo=True, input_names=["images"], dynamic_shapes=({0: batch},), verbose=False)
@@ -267,7 +272,7 @@ def _export_onnx(cnn, explainers: dict, side: int, args) -> dict:
         mb[name] = path.stat().st_size / 1e6
     providers = args.ort_providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device != "cpu"
                                        else ["CPUExecutionProvider"])
-    return {"files": files, "export_s": export_s, "mb": mb, "providers": providers,
+    return {"files": files, "export_s": export_s, "mb": mb, "providers": providers, "folder": folder,
             "onnxruntime": onnxruntime.__version__, "sessions": {}}
 
 

@@ -178,7 +178,7 @@ class Explainer:
         ``fastinterp.load_onnx(path)`` (ONNX Runtime, no torch needed).
 
         Inputs ``images`` (B, C, H, W) float32, ``targets`` (B,) int64 (-1: predicted class);
-        outputs ``logits``, ``targets``, ``maps`` (B, H, W) in [0, 1], ``cgm`` (B, K, S, S). The
+        outputs ``logits``, ``chosen_targets``, ``maps`` (B, H, W) in [0, 1], ``cgm`` (B, K, S, S). The
         representation, input size, class names, value range and weight hashes go into its
         ``metadata_props`` (``fastinterp.export.onnx``). Needs ``pip install "fastinterp[onnx]"``.
 
@@ -357,14 +357,22 @@ def _onnxruntime_explainer(explainer: Explainer, batch_sizes: Sequence[int] | No
         raise ValueError("backend: 'onnxruntime' runs the CPU float32 export (dtype=None, device='cpu'); load a GPU or "
                          "fp16 export with fastinterp.load_onnx(path, providers=...)")
     cnn, generator = explainer._models()
-    key = json.dumps([__version__, dict(explainer.representation), explainer.image_resize, explainer.input_size,
-                      weights_sha256(cnn), weights_sha256(generator), type(cnn).__name__])
+    # what the graph depends on: weights, and the modules' settings (strides, dilations, eps...), in repr
+    key = json.dumps([__version__, torch.__version__, dict(explainer.representation), explainer.image_resize,
+                      explainer.input_size, weights_sha256(cnn), weights_sha256(generator), repr(cnn), repr(generator)])
     path = onnx_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.onnx"
     if not path.is_file():
-        partial = path.with_suffix(f".{os.getpid()}.partial.onnx")
-        explainer.export_onnx(partial)
-        os.replace(partial, path)  # atomic: a concurrent compile never reads a half-written file
-    loaded = load_onnx(path)
+        import tempfile
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial.onnx")
+        os.close(handle)
+        try:
+            explainer.export_onnx(partial)
+            os.replace(partial, path)  # atomic: a concurrent compile never reads a half-written file
+        finally:
+            Path(partial).unlink(missing_ok=True)
+    loaded = load_onnx(path, providers=["CPUExecutionProvider"])
     for b in batch_sizes or ():
         loaded.explain(np.zeros((b, loaded.channels, *explainer.input_size), dtype=np.float32))
     return loaded

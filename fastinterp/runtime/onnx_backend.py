@@ -32,7 +32,12 @@ __all__ = ["FORMAT_VERSION", "OnnxExplainer", "default_providers", "load_onnx"]
 
 FORMAT_VERSION = 1  # the export contract this version reads (fastinterp.export.onnx.FORMAT_VERSION)
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-DEFAULT_TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastinterp" / "tensorrt"
+
+
+def default_trt_cache() -> Path:
+    """$XDG_CACHE_HOME/fastinterp/tensorrt (default ~/.cache/fastinterp/tensorrt)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "fastinterp" / "tensorrt"
 
 
 def _onnxruntime():
@@ -54,7 +59,7 @@ def default_providers(trt_cache: str | Path | None = None) -> list:
         if name not in available:
             continue
         if name == "TensorrtExecutionProvider":
-            cache = Path(trt_cache) if trt_cache is not None else DEFAULT_TRT_CACHE
+            cache = Path(trt_cache) if trt_cache is not None else default_trt_cache()
             providers.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                      "trt_fp16_enable": True}))
         else:
