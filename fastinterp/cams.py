@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "layercam", "paper_gradcam"]
+__all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "layercam", "paper_gradcam", "weighted_sum"]
 
 
-def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     """sum_k w[b, k] * A[b, k] : (B, C), (B, C, h, w) -> (B, h, w), as one batched matmul (what
     einsum runs too; written out, the traced ONNX graph has 3 nodes per layer, not 12)."""
     b, c, h, w = activations.shape
@@ -23,7 +23,7 @@ def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Ten
 
 def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU(sum_k mean_ij(G_k) * A_k)."""
-    return torch.relu(_weighted_sum(gradients.mean(dim=(2, 3)), activations))
+    return torch.relu(weighted_sum(gradients.mean(dim=(2, 3)), activations))
 
 
 def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor) -> tor
     nonzero = denominator != 0
     alpha = torch.where(nonzero, g2 / torch.where(nonzero, denominator, torch.ones_like(denominator)), 0)
     weights = (alpha * torch.relu(gradients)).sum(dim=(2, 3))
-    return torch.relu(_weighted_sum(weights, activations))
+    return torch.relu(weighted_sum(weights, activations))
 
 
 def layercam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ def paper_gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.T
     sum_k w_k A_k with no ReLU (normalisation follows)."""
     positive = (activations > 0) & (gradients > 0)
     weights = torch.where(positive, gradients, 0).mean(dim=(2, 3))
-    return _weighted_sum(weights, activations)
+    return weighted_sum(weights, activations)
 
 
 METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

@@ -38,7 +38,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from fastinterp.cams import gradcam
+from fastinterp.cams import gradcam, weighted_sum
 from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
 from fastinterp.validation import (
     check_images,
@@ -269,6 +269,35 @@ class _ModuleTap:
         self.weight = module.weight
 
 
+def tapped_forward(plan: HeadPlan, view: nn.Module, images: torch.Tensor):
+    """The eval ``view``'s forward under ``torch.no_grad()`` (not inference_mode: the outputs stay
+    ordinary tensors) with the head's pooling tapped; returns (logits, tap, whether the tapped
+    pooling module ran exactly once). Also what the ONNX export traces."""
+    if plan.pool_module is not None:
+        tap = _ModuleTap(plan, view)
+        with torch.no_grad():
+            logits = view(images)
+        return logits, tap, tap.calls == 1
+    tap = _HeadTap(plan)
+    with torch.no_grad(), tap:
+        logits = view(images)
+    return logits, tap, True
+
+
+def head_cam(plan: HeadPlan, tap, logits: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The CAM at the pooled feature map for ``targets`` (B,), in ``dtype``: the class's weight row
+    for a linear head, else Grad-CAM from a backward through the head alone. (B, h, w)."""
+    features = tap.features.detach().to(dtype)
+    if plan.linear:
+        weights = tap.weight.detach()[targets].to(dtype)  # (B, C)
+        return torch.relu(weighted_sum(weights, features))
+    with torch.enable_grad():
+        score = logits.gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, tap.features, allow_unused=True)
+    grad = torch.zeros_like(features) if grad is None else grad.to(dtype)
+    return gradcam(features, grad)
+
+
 @dataclass
 class ActivationMaps:
     """Raw maps of one forward pass: every conv layer's activation map, then the head's CAM."""
@@ -308,34 +337,16 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
     for name, module in view.named_modules():
         if isinstance(module, nn.Conv2d):
             add_forward_hook(module, make_hook(name))
-    grad_context = torch.no_grad()  # not inference_mode: the maps stay ordinary tensors
-    if plan.pool_module is not None:
-        tap = _ModuleTap(plan, view)
-        with grad_context:
-            logits = view(images)
-        changed = tap.calls != 1
-    else:
-        tap = _HeadTap(plan)
-        with grad_context, tap:
-            logits = view(images)
-        changed = False
+    logits, tap, ran_once = tapped_forward(plan, view, images)
+    changed = not ran_once
     if plan.linear and tap.weight is not None and tap.features is not None and isinstance(logits, torch.Tensor):
         changed |= tuple(tap.weight.shape) != (logits.shape[-1], tap.features.shape[1])
     if changed or tap.features is None or (plan.linear and tap.weight is None):
         raise RuntimeError(f"model: {type(model).__name__}'s head ran differently than when it was probed (its "
                            "forward depends on the data?); the forward-only representation needs a fixed head")
     target_tensor = check_logits_and_targets(logits, images.shape[0], target_tensor)
-    features = tap.features.detach()
     with torch.autocast(images.device.type, enabled=False):
-        if plan.linear:
-            weights = tap.weight.detach()[target_tensor].to(dtype)  # (B, C)
-            cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, features.to(dtype)))
-        else:
-            with torch.enable_grad():
-                score = logits.gather(1, target_tensor[:, None]).sum()
-                (grad,) = torch.autograd.grad(score, tap.features, allow_unused=True)
-            grad = torch.zeros_like(features) if grad is None else grad
-            cam = gradcam(features.to(dtype), grad.to(dtype))
+        cam = head_cam(plan, tap, logits, target_tensor, dtype)
     if not stats:
         raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
     names = list(stats)

@@ -32,13 +32,13 @@ from torch import nn
 from fastinterp._version import __version__
 from fastinterp.export.graph import ExplainGraph
 from fastinterp.export.trace import trace_layer_maps
-from fastinterp.representation import _skip_1x1, paper_positions
+from fastinterp.representation import _skip_1x1
+from fastinterp.runtime.onnx_backend import FORMAT_VERSION
 
 __all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer", "export_generator",
            "weights_sha256"]
 
 DEFAULT_OPSET = 18  # the first with Resize(antialias=1)
-FORMAT_VERSION = 1  # of the inputs/outputs/metadata contract; load_onnx refuses other versions
 METADATA_KEYS = ("fastinterp.format", "fastinterp.format_version", "fastinterp.version",
                  "fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes",
                  "fastinterp.class_names", "fastinterp.value_range", "fastinterp.cnn", "fastinterp.cnn_sha256",

@@ -25,10 +25,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
 
-from fastinterp.cams import METHODS, gradcam
+from fastinterp.cams import METHODS
 from fastinterp.eval_view import add_forward_hook, eval_view
 from fastinterp.export.decompositions import DECOMPOSITIONS, UnsupportedOpError, check_no_backward
-from fastinterp.forward_only import _HeadTap, _ModuleTap, head_plan
+from fastinterp.forward_only import head_cam, head_plan, tapped_forward
 
 __all__ = ["trace_layer_maps"]
 
@@ -77,26 +77,9 @@ def _activation_maps(cnn: nn.Module, plan):
         for module in view.modules():
             if isinstance(module, nn.Conv2d):
                 add_forward_hook(module, mean_abs)
-        with torch.no_grad():
-            if plan.pool_module is not None:
-                tap = _ModuleTap(plan, view)
-                logits = view(images)
-            else:
-                tap = _HeadTap(plan)
-                with tap:
-                    logits = view(images)
+        logits, tap, _ = tapped_forward(plan, view, images)
         chosen = _chosen_targets(logits, targets)
-        features = tap.features.detach().float()
-        if plan.linear:
-            weights = tap.weight.detach()[chosen].float()  # (B, C): the class's weight row
-            cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, features))
-        else:
-            with torch.enable_grad():
-                score = logits.gather(1, chosen[:, None]).sum()
-                (grad,) = torch.autograd.grad(score, tap.features, allow_unused=True)
-            grad = torch.zeros_like(features) if grad is None else grad.float()
-            cam = gradcam(features, grad)
-        return (logits.detach(), chosen, *maps, cam)
+        return (logits.detach(), chosen, *maps, head_cam(plan, tap, logits, chosen, torch.float32))
 
     return layer_maps
 

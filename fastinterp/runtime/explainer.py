@@ -340,8 +340,9 @@ _BACKENDS = ("auto", "torch", "cpp", "triton", "onnxruntime")
 def onnx_cache_dir() -> Path:
     """Where ``compile(..., backend="onnxruntime")`` keeps its exports: $XDG_CACHE_HOME/fastinterp/onnx
     (default ~/.cache/fastinterp/onnx)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "fastinterp" / "onnx"
+    from fastinterp.runtime.onnx_backend import cache_dir
+
+    return cache_dir("onnx")
 
 
 def _onnxruntime_explainer(explainer: Explainer, batch_sizes: Sequence[int] | None):

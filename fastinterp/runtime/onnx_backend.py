@@ -30,14 +30,14 @@ from fastinterp.runtime.explanation import Explanation
 
 __all__ = ["FORMAT_VERSION", "OnnxExplainer", "default_providers", "load_onnx"]
 
-FORMAT_VERSION = 1  # the export contract this version reads (fastinterp.export.onnx.FORMAT_VERSION)
+FORMAT_VERSION = 1  # of the inputs/outputs/metadata contract: written by fastinterp.export.onnx, read here
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def default_trt_cache() -> Path:
-    """$XDG_CACHE_HOME/fastinterp/tensorrt (default ~/.cache/fastinterp/tensorrt)."""
+def cache_dir(name: str) -> Path:
+    """$XDG_CACHE_HOME/fastinterp/<name> (default ~/.cache/fastinterp/<name>), read when called."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "fastinterp" / "tensorrt"
+    return Path(root) / "fastinterp" / name
 
 
 def _onnxruntime():
@@ -59,7 +59,7 @@ def default_providers(trt_cache: str | Path | None = None) -> list:
         if name not in available:
             continue
         if name == "TensorrtExecutionProvider":
-            cache = Path(trt_cache) if trt_cache is not None else default_trt_cache()
+            cache = Path(trt_cache) if trt_cache is not None else cache_dir("tensorrt")
             providers.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                      "trt_fp16_enable": True}))
         else:
