@@ -1,0 +1,38 @@
+"""Fidelity of an explanation map to a reference map (e.g. the generator's map to its teacher)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["fidelity", "mae", "pearson"]
+
+
+def _flat(maps: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(maps, torch.Tensor) or maps.dim() < 2:
+        raise ValueError(f"{name}: expected a tensor (B, ...) with at least 2 dimensions")
+    return maps.detach().reshape(maps.shape[0], -1).to(torch.float64)
+
+
+def mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per sample: (B, ...) x (B, ...) -> (B,) float64."""
+    p, t = _flat(pred, "pred"), _flat(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred: shape {tuple(pred.shape)} differs from target's {tuple(target.shape)}")
+    return (p - t).abs().mean(dim=1)
+
+
+def pearson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per sample over pixels: (B,) float64 in [-1, 1]; 0 where either map
+    is constant (no linear relation can be measured)."""
+    p, t = _flat(pred, "pred"), _flat(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred: shape {tuple(pred.shape)} differs from target's {tuple(target.shape)}")
+    p = p - p.mean(dim=1, keepdim=True)
+    t = t - t.mean(dim=1, keepdim=True)
+    denom = p.norm(dim=1) * t.norm(dim=1)
+    return torch.where(denom > 0, (p * t).sum(dim=1) / torch.where(denom > 0, denom, 1.0), 0.0)
+
+
+def fidelity(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Batch means of :func:`mae` and :func:`pearson`."""
+    return {"mae": mae(pred, target).mean().item(), "pearson": pearson(pred, target).mean().item()}
