@@ -1,6 +1,11 @@
-"""Class activation maps: the per-layer formulas (``formulas``) and the baselines a user compares
-with (Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM, RISE)."""
+"""Class activation maps: the per-layer formulas (``formulas``: Grad-CAM, Grad-CAM++, LayerCAM) and
+the baselines a user compares with, as whole methods on a model (``baselines``: the three above,
+``score_cam`` and ``rise``)."""
 
+from fastinterp.cams.baselines import BASELINES, GRADIENT_BASELINES, baseline_map
 from fastinterp.cams.formulas import METHODS, gradcam, gradcam_plus_plus, layercam, paper_gradcam, weighted_sum
+from fastinterp.cams.rise import RiseMasks, rise
+from fastinterp.cams.score_cam import score_cam, score_cam_weights
 
-__all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "layercam", "paper_gradcam", "weighted_sum"]
+__all__ = ["BASELINES", "GRADIENT_BASELINES", "METHODS", "RiseMasks", "baseline_map", "gradcam", "gradcam_plus_plus",
+           "layercam", "paper_gradcam", "rise", "score_cam", "score_cam_weights", "weighted_sum"]

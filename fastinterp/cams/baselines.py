@@ -1,0 +1,47 @@
+"""The explanation methods a user compares with, behind one call: ``baseline_map(name, model,
+images, targets)`` -> (B, H, W) float32 in [0, 1] at the images' size (or ``size``).
+
+    "gradcam", "gradcam++", "layercam"   one forward + one backward to ``layer`` (default: the last
+                                         conv that runs): ``fastinterp.representation.gradcam``
+    "score-cam"                          one forward per channel of ``layer`` (``score_cam``)
+    "rise"                               ``n_masks`` forwards per image (``rise``)
+
+Each can also be the teacher of ``build-dataset`` (``teacher_method``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["BASELINES", "GRADIENT_BASELINES", "baseline_map"]
+
+GRADIENT_BASELINES = ("gradcam", "gradcam++", "layercam")
+BASELINES = (*GRADIENT_BASELINES, "score-cam", "rise")
+
+
+def baseline_map(method: str, model: nn.Module, images: torch.Tensor, targets: object = None, *,
+                 layer: str | None = None, size: int | tuple[int, int] | None = None,
+                 **options: Any) -> torch.Tensor:
+    """Maps (B, H, W) in [0, 1] of ``method`` (one of ``BASELINES``). ``options`` go to
+    :func:`~fastinterp.cams.score_cam.score_cam` (batch_size, score) or
+    :func:`~fastinterp.cams.rise.rise` (n_masks, cells, p, seed, batch_size, score)."""
+    if method in GRADIENT_BASELINES:
+        from fastinterp.representation import gradcam
+
+        if options:
+            raise TypeError(f"{method}: takes no options, got {sorted(options)}")
+        return gradcam(model, images, layer=layer, targets=targets, size=size, method=method)
+    if method == "score-cam":
+        from fastinterp.cams.score_cam import score_cam
+
+        return score_cam(model, images, layer=layer, targets=targets, size=size, **options)
+    if method == "rise":
+        from fastinterp.cams.rise import rise
+
+        if layer is not None:
+            raise ValueError("layer: RISE explains the whole model (it masks the input); pass layer=None")
+        return rise(model, images, targets=targets, size=size, **options)
+    raise ValueError(f"method: expected one of {BASELINES}, got {method!r}")
