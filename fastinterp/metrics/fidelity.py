@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fidelity", "mae", "pearson"]
+__all__ = ["fidelity", "mae", "pearson", "ssim"]
 
 
 def _flat(maps: torch.Tensor, name: str) -> torch.Tensor:
@@ -31,6 +31,24 @@ def pearson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     t = t - t.mean(dim=1, keepdim=True)
     denom = p.norm(dim=1) * t.norm(dim=1)
     return torch.where(denom > 0, (p * t).sum(dim=1) / torch.where(denom > 0, denom, 1.0), 0.0)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per sample (torchmetrics, Gaussian window 11, sigma 1.5, data range
+    1: maps in [0, 1]): (B, H, W) x (B, H, W) -> (B,) float64."""
+    try:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+    except ImportError as error:  # pragma: no cover - torchmetrics is in the eval and dev extras
+        raise ImportError("ssim needs torchmetrics: pip install 'fastinterp[eval]'") from error
+    for name, maps in (("pred", pred), ("target", target)):
+        if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
+            raise ValueError(f"{name}: expected a tensor (B, H, W), got "
+                             f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__}")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred: shape {tuple(pred.shape)} differs from target's {tuple(target.shape)}")
+    values = structural_similarity_index_measure(pred.detach()[:, None].double(), target.detach()[:, None].double(),
+                                                 data_range=1.0, reduction="none")
+    return values.reshape(pred.shape[0])
 
 
 def fidelity(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
