@@ -29,6 +29,8 @@ COMMANDS = {
                         "train an explanation generator (pix2pix objective) on built examples"),
     "eval-generator": ("fastinterp.cli", "main_eval",
                        "fidelity of a trained generator to the teacher maps of built examples, per CNN"),
+    "evaluate": ("fastinterp.evaluation.report", "main_evaluate",
+                 "faithfulness, localisation and cost of every baseline and generator: reports/evaluation.md"),
     "export": ("fastinterp.cli", "main_export",
                "export a CNN + generator as one ONNX file (the whole explain pipeline) and the generator alone"),
 }
@@ -137,10 +139,14 @@ def main_train(argv: list[str] | None = None) -> int:
     # what the generator's inputs must be made with (fastinterp.representation_options reads it back)
     representation = {key: dataset_config[key] for key in
                       ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize") if key in dataset_config}
+    # what the generator imitates: the representation's own teacher map or another method's
+    teacher_method = dataset_config.get("teacher_method") or dataset_config.get("method")
     history = train_generator(generator, discriminator, train, config, args.out, val_data=val, resume=args.resume,
                               allow_teacher_input=args.allow_teacher_input,
                               metadata={"dataset": str(args.data), "dataset_config": dataset_config,
-                                        "representation": representation, "cnns": dataset_config.get("cnns")})
+                                        "representation": representation, "cnns": dataset_config.get("cnns"),
+                                        "teacher_method": teacher_method,
+                                        "teacher_options": dataset_config.get("teacher_options", {})})
     if history:
         print(json.dumps(history[-1]))
     print(f"wrote {args.out / 'generator.safetensors'}")

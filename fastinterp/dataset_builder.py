@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fastinterp._version import __version__
-from fastinterp.cams import METHODS
+from fastinterp.cams import BASELINES, METHODS, baseline_map
 from fastinterp.checkpoint import save_tensors
 from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
 from fastinterp.representation import DEFAULT_REPRESENTATION, KINDS, ORDERS, PRESETS, cnn_representation, default_order
@@ -162,13 +162,21 @@ def _explain_shard(cnns, data, examples: range, item_of, cnn_of, options: dict[s
             if rep.logits.shape[1] != classes:
                 raise ValueError(f"cnns: {cnns[c][0]!r} has {rep.logits.shape[1]} outputs, the dataset "
                                  f"{classes} classes")
-            if rep.teacher_cgm is not None and not options["allow_teacher_input"]:
+            own_teacher = options.get("teacher_method") in (None, options["method"])
+            if own_teacher and rep.teacher_cgm is not None and not options["allow_teacher_input"]:
                 raise ValueError(
                     f"teacher: for {cnns[c][0]!r}, CGM {rep.teacher_cgm} is the teacher map itself (layer "
                     f"{rep.teacher_layer!r}, order {options['order']!r}), so a generator would learn to copy an "
                     "input; use order='first_to_last' with teacher='last' (the default), or pass "
                     "allow_teacher_input=True (--allow-teacher-input) if that is what you want")
-            out["cgm"][rows], out["teacher"][rows] = rep.cgm.float().cpu(), rep.teacher.float().cpu()
+            teacher_map = rep.teacher
+            if not own_teacher:  # another method's map of the same classes
+                method = options["teacher_method"]
+                teacher_map = baseline_map(
+                    method, model, images[rows].to(stem.device, stem.dtype), rep.targets,
+                    layer=None if method == "rise" else rep.teacher_layer, size=size,
+                    **options.get("teacher_options", {}))
+            out["cgm"][rows], out["teacher"][rows] = rep.cgm.float().cpu(), teacher_map.float().cpu()
             out["target"][rows], out["prediction"][rows] = rep.targets.cpu(), rep.logits.argmax(1).cpu()
         images, masks = _resize(images, masks, size, options["image_resize"])
         out.update(image=images, label=labels, cnn=which, index=torch.tensor(items, dtype=torch.int64))
@@ -198,6 +206,8 @@ def build_dataset(
     skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
     kind: str = DEFAULT_REPRESENTATION["kind"],
     allow_teacher_input: bool = False,
+    teacher_method: str | None = None,
+    teacher_options: dict[str, Any] | None = None,
     target: str = "predicted",
     assign: str = "round_robin",
     dtype: str = "float16",
@@ -218,6 +228,12 @@ def build_dataset(
         allow_teacher_input: build even if a CGM equals the teacher map (``order`` and ``teacher``
             at the same end: a generator trained on it learns to copy that input); refused by
             default.
+        teacher_method: the explanation the generator learns: None (``method``'s map of the
+            ``teacher`` layer, computed in the representation's pass) or one of
+            ``fastinterp.cams.BASELINES`` ("gradcam", "gradcam++", "layercam", "score-cam" at the
+            ``teacher`` layer; "rise" of the whole model), explaining the same classes.
+        teacher_options: options of that method (e.g. ``{"n_masks": 1000}`` for RISE,
+            ``{"batch_size": 128}``), recorded in the config.
         target: "predicted" (explain the CNN's argmax, the paper's setting) or "label".
         assign: "round_robin" (item j -> CNN j % C) or "all" (every CNN explains every item).
         dtype: storage of image, cgm, teacher: "float16" (half the disk) or "float32".
@@ -247,6 +263,11 @@ def build_dataset(
     for name, value in (("skip_1x1", skip_1x1), ("allow_teacher_input", allow_teacher_input)):
         if not isinstance(value, bool):
             raise TypeError(f"{name}: expected True or False, got {value!r}")
+    if teacher_method is not None and teacher_method not in BASELINES:
+        raise ValueError(f"teacher_method: expected None or one of {BASELINES}, got {teacher_method!r}")
+    if teacher_options is not None and (not isinstance(teacher_options, dict) or teacher_method is None):
+        raise ValueError("teacher_options: expected a dict of options of teacher_method (and a teacher_method), "
+                         f"got {teacher_options!r}")
     count = len(cnns)
     length = n if assign == "round_robin" else math.ceil(n / count)
     data = _resolve_dataset(dataset, length, input_size, seed, split, cnns)
@@ -256,6 +277,8 @@ def build_dataset(
     options = {"kind": kind, "k": k, "size": size, "method": method, "order": order, "teacher": teacher, "skip_1x1": skip_1x1,
                "allow_teacher_input": allow_teacher_input, "image_resize": DEFAULT_IMAGE_RESIZE,
                "target": target, "backend": backend, "dtype": dtype}
+    if teacher_method is not None:  # recorded only when set: datasets built before stay resumable
+        options.update(teacher_method=teacher_method, teacher_options=dict(teacher_options or {}))
     config = {**options, "n": n, "assign": assign, "batch_size": batch_size, "shard_size": shard_size,
               "dataset": data.config, "classes": list(data.classes), "torch": torch.__version__,
               "cnns": [{"id": cid, "class": type(m).__name__, "arch": getattr(m, "arch", None),
@@ -418,6 +441,11 @@ def main_build(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=sorted(METHODS))
     parser.add_argument("--order", choices=ORDERS)
     parser.add_argument("--teacher", help="'last', 'first' or a module name")
+    parser.add_argument("--teacher-method", choices=BASELINES,
+                        help="the explanation the generator learns (default: --method's map of the --teacher layer); "
+                             "score-cam at the --teacher layer, rise of the whole model")
+    parser.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of --teacher-method, e.g. n_masks=1000 (rise) or batch_size=128; repeatable")
     parser.add_argument("--skip-1x1", dest="skip_1x1", action=argparse.BooleanOptionalAction,
                         help="leave out layers with a 1x1 output (squeeze-excitation convs)")
     parser.add_argument("--allow-teacher-input", action="store_true",
@@ -440,11 +468,21 @@ def main_build(argv: list[str] | None = None) -> int:
         if len(sizes) != 1:
             parser.error(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
         dataset = image_folder(args.dataset, sizes.pop())
+    teacher_options = {}
+    for item in args.teacher_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--teacher-option: expected KEY=VALUE, got {item!r}")
+        teacher_options[key] = json.loads(value) if value.lstrip("-").replace(".", "", 1).isdigit() else value
+    if teacher_options and args.teacher_method is None:
+        parser.error("--teacher-option: needs --teacher-method")
     rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("kind", "method", "order", "teacher", "skip_1x1")}
     rep.update({key: getattr(args, key) for key in rep if getattr(args, key) is not None})
     manifest = build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
                              shard_size=args.shard_size, seed=args.seed, split=args.split, **rep,
-                             allow_teacher_input=args.allow_teacher_input, target=args.target, assign=args.assign,
+                             allow_teacher_input=args.allow_teacher_input,
+                             teacher_method=args.teacher_method, teacher_options=teacher_options or None,
+                             target=args.target, assign=args.assign,
                              dtype=args.dtype, progress=not args.no_progress, max_shards=args.max_shards)
     state = json.loads(manifest.read_text())
     done = sum(s["count"] for s in state["shards"])

@@ -254,3 +254,44 @@ def test_a_representation_whose_cgm_is_the_teacher_is_refused_unless_asked(cnns,
     with pytest.raises(ValueError, match="CGM 0 equals the teacher map"):
         train_generator(*nets, data, config, tmp_path / "g", progress=False)
     train_generator(*nets, data, config, tmp_path / "g", progress=False, allow_teacher_input=True)
+
+
+@pytest.mark.parametrize("method,options", [("rise", {"n_masks": 6, "batch_size": 16}), ("gradcam++", None),
+                                            ("score-cam", {"batch_size": 64})])
+def test_any_baseline_can_be_the_teacher(cnns, tmp_path, capsys, method, options):
+    """build-dataset --teacher-method: the stored teacher is that baseline's map of the same images
+    and classes, recorded in the manifest and, through train-generator, in the generator's metadata
+    (which compile shows)."""
+    import fastinterp
+    from fastinterp.cams import baseline_map
+    from fastinterp.checkpoint import load_generator
+    from fastinterp.cli import main_train
+
+    build_dataset(cnns[:1], "digits", out_dir=tmp_path / "data", dtype="float32", teacher_method=method,
+                  teacher_options=options, **{**OPTIONS, "n": 3, "shard_size": 3})
+    data = ExplanationDataset(tmp_path / "data")
+    assert data.config["teacher_method"] == method and data.config["teacher_options"] == (options or {})
+    images = torch.stack([SyntheticImages("digits", 3, size=SIZE, seed=2, split="train")[j][0] for j in range(3)])
+    targets = torch.stack([data[j]["target"] for j in range(3)])
+    layer = None if method == "rise" else fastinterp.cnn_representation(cnns[0][1], images).teacher_layer
+    expected = baseline_map(method, cnns[0][1], images, targets, layer=layer, **(options or {}))
+    for j in range(3):
+        assert torch.allclose(data[j]["teacher"], expected[j], atol=1e-6)
+    assert main_train(["--data", str(tmp_path / "data"), "--kind", "fast", "--out", str(tmp_path / "g"),
+                       "--steps", "1", "--batch-size", "2"]) == 0
+    _, meta = load_generator(tmp_path / "g" / "generator.safetensors")
+    assert meta["teacher_method"] == method and meta["teacher_options"] == (options or {})
+    explainer = fastinterp.compile(cnns[0][1], tmp_path / "g" / "generator.safetensors")
+    assert explainer.teacher_method == method and f"imitates {method}" in repr(explainer)
+
+
+def test_the_default_teacher_leaves_the_config_as_before(reference):
+    config = ExplanationDataset(reference).config
+    assert "teacher_method" not in config and "teacher_options" not in config  # older datasets stay resumable
+
+
+def test_teacher_method_errors(cnns, tmp_path):
+    with pytest.raises(ValueError, match="teacher_method"):
+        build_dataset(cnns, "digits", out_dir=tmp_path, teacher_method="eigencam", **OPTIONS)
+    with pytest.raises(ValueError, match="teacher_options"):
+        build_dataset(cnns, "digits", out_dir=tmp_path, teacher_options={"n_masks": 3}, **OPTIONS)

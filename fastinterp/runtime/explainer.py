@@ -168,7 +168,16 @@ class Explainer:
         o = self.representation
         state = "closed" if self._closed else f"{type(self._cnn).__name__} + {type(self._generator).__name__}"
         return (f"Explainer({state}, {o['kind']} representation k={o['k']} size={o['size']} method={o['method']} "
-                f"order={o['order']} teacher={o['teacher']}, device={self.device}, dtype={self.dtype})")
+                f"order={o['order']} teacher={o['teacher']}, imitates {self.teacher_method}, device={self.device}, "
+                f"dtype={self.dtype})")
+
+    @property
+    def teacher_method(self) -> str:
+        """The explanation the generator was trained to imitate ("gradcam", "score-cam", "rise"...):
+        its checkpoint's ``teacher_method``, else the representation's method (checkpoints made
+        before the option existed imitated that)."""
+        recorded = (self.metadata or {}).get("teacher_method")
+        return recorded if isinstance(recorded, str) else self.representation["method"]
 
     def export_onnx(self, path: str | Path, *, dynamic_batch: bool = True, dynamic_size: bool = False,
                     opset: int | None = None, fp16: bool = False, input_size: int | tuple[int, int] | None = None,
@@ -310,6 +319,23 @@ class Explainer:
         return self._run(images, targets, return_cgm, _no_mark)
 
     __call__ = explain
+
+    def generate(self, images: torch.Tensor, cgm: torch.Tensor) -> torch.Tensor:
+        """The generator alone on given CGMs: images (B, C, H, W) and ``cgm`` (B, K, S, S) float in
+        [0, 1] (e.g. ``explain(..., return_cgm=True).cgm`` with some maps changed, as the CGM
+        ablation of ``fastinterp evaluate`` does) -> maps (B, H, W) float32 in [0, 1]."""
+        _, generator = self._models()
+        o = self.representation
+        if not isinstance(cgm, torch.Tensor) or cgm.dim() != 4 or cgm.shape[1] != o["k"]:
+            raise ValueError(f"cgm: expected a tensor (B, {o['k']}, S, S), got "
+                             f"{tuple(cgm.shape) if isinstance(cgm, torch.Tensor) else type(cgm).__name__}")
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] != cgm.shape[0]:
+            raise ValueError(f"images: expected a tensor (B, C, H, W) with B = {cgm.shape[0]} (the cgm's batch)")
+        with torch.no_grad():
+            small = resize_images(images.detach().to(torch.promote_types(images.dtype, torch.float32)), o["size"],
+                                  self.image_resize).to(self._generator_dtype)
+            out = generator(small.to(self.device), cgm.to(self.device, self._generator_dtype))
+            return resize_maps(out[:, 0].float(), tuple(images.shape[-2:]))
 
     def profile(self, images: object, targets: object = None) -> dict[str, float]:
         """One ``explain`` with a wall-clock time (ms) per stage: "forward" (the CNN; for the
