@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fastinterp._version import __version__
-from fastinterp.cams import BASELINES, METHODS, baseline_map
+from fastinterp.cams import BASELINES, METHODS, baseline_map, check_options
 from fastinterp.checkpoint import save_tensors
 from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
 from fastinterp.representation import DEFAULT_REPRESENTATION, KINDS, ORDERS, PRESETS, cnn_representation, default_order
@@ -268,6 +268,11 @@ def build_dataset(
     if teacher_options is not None and (not isinstance(teacher_options, dict) or teacher_method is None):
         raise ValueError("teacher_options: expected a dict of options of teacher_method (and a teacher_method), "
                          f"got {teacher_options!r}")
+    if teacher_method is not None:
+        try:
+            check_options(teacher_method, teacher_options)
+        except ValueError as error:  # before any manifest is written: a typo must not block the out_dir
+            raise ValueError(f"teacher_options: {error}") from None
     count = len(cnns)
     length = n if assign == "round_robin" else math.ceil(n / count)
     data = _resolve_dataset(dataset, length, input_size, seed, split, cnns)
@@ -473,7 +478,10 @@ def main_build(argv: list[str] | None = None) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--teacher-option: expected KEY=VALUE, got {item!r}")
-        teacher_options[key] = json.loads(value) if value.lstrip("-").replace(".", "", 1).isdigit() else value
+        try:
+            teacher_options[key] = json.loads(value)  # numbers (and true/false)
+        except json.JSONDecodeError:
+            teacher_options[key] = value
     if teacher_options and args.teacher_method is None:
         parser.error("--teacher-option: needs --teacher-method")
     rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("kind", "method", "order", "teacher", "skip_1x1")}

@@ -62,7 +62,7 @@ def test_rise_equals_a_naive_loop(small_cnn):
     model = small_cnn.eval()
     images = torch.rand(3, 3, 20, 24, generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([1, 0, 4])
-    ours = cams.rise(model, images, targets, n_masks=24, cells=5, p=0.4, seed=7, batch_size=5)
+    ours = cams.rise(model, images, targets, n_masks=24, cells=5, p=0.4, seed=7, batch_size=7)  # 2 masks x 3 images
     masks = RiseMasks(24, 20, 24, cells=5, p=0.4, seed=7)[0:24]
     assert masks.shape == (24, 20, 24) and 0 <= masks.min() and masks.max() <= 1
     assert torch.allclose(ours, naive_rise(model, images, targets, masks, 0.4), atol=1e-5)

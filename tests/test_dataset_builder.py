@@ -295,3 +295,8 @@ def test_teacher_method_errors(cnns, tmp_path):
         build_dataset(cnns, "digits", out_dir=tmp_path, teacher_method="eigencam", **OPTIONS)
     with pytest.raises(ValueError, match="teacher_options"):
         build_dataset(cnns, "digits", out_dir=tmp_path, teacher_options={"n_masks": 3}, **OPTIONS)
+    for method, options in (("rise", {"n_mask": 3}), ("gradcam++", {"batch_size": 3})):  # typos, options of none
+        with pytest.raises(ValueError, match="teacher_options"):
+            build_dataset(cnns, "digits", out_dir=tmp_path / "typo", teacher_method=method, teacher_options=options,
+                          **OPTIONS)
+        assert not (tmp_path / "typo" / "manifest.json").exists()  # refused before anything was written

@@ -142,12 +142,14 @@ def test_road_scores_equal_pytorch_grad_cam(small_cnn, order):
     images = torch.rand(4, 3, 8, 8, generator=gen)
     maps = torch.rand(4, 8, 8, generator=gen)  # continuous: no ties
     targets = [0, 1, 2, 3]
-    ours = metrics.road(model, images, maps, targets, fractions=(0.25,), order=order, noise=0.0)
+    ours = metrics.road(model, images, maps, targets, fractions=(0.25, 0.5), order=order, noise=0.0)
+    assert ours.shape == (4, 2)
     # theirs: percentile p keeps the pixels below it -> p = 75 removes the top 25% (16 of 64 pixels)
-    remove = (RemoveMostRelevantFirst if order == "morf" else RemoveLeastRelevantFirst)(75, NoisyLinearImputer(noise=0))
-    theirs = PerturbationConfidenceMetric(remove)(images, maps.numpy(), [ClassifierOutputSoftmaxTarget(t) for t in targets],
-                                                  model, return_diff=False)
-    assert np.allclose(ours[:, 0].numpy(), theirs, atol=1e-5)
+    for column, percentile in enumerate((75, 50)):
+        kind = RemoveMostRelevantFirst if order == "morf" else RemoveLeastRelevantFirst
+        theirs = PerturbationConfidenceMetric(kind(percentile, NoisyLinearImputer(noise=0)))(
+            images, maps.numpy(), [ClassifierOutputSoftmaxTarget(t) for t in targets], model, return_diff=False)
+        assert np.allclose(ours[:, column].numpy(), theirs, atol=1e-5)
 
 
 def test_road_and_average_drop_order_perfect_above_inverted(toy):
@@ -223,6 +225,9 @@ def test_bad_inputs_name_the_argument(small_cnn):
         (lambda: metrics.road(model, images, maps, fractions=(0.0,)), ValueError, "fractions"),
         (lambda: metrics.road(model, images, maps, order="first"), ValueError, "order"),
         (lambda: metrics.average_drop(model, images, maps * 3), ValueError, "maps"),
+        (lambda: metrics.average_drop(model, images, maps, score="logit"), ValueError, "score"),
+        (lambda: metrics.ssim(maps * 2, maps), ValueError, "pred"),
+        (lambda: metrics.ssim(torch.rand(2, 5, 5), torch.rand(2, 5, 5)), ValueError, "11x11"),
         (lambda: metrics.pointing_game(maps, torch.zeros(2, 8, 8)), TypeError, "masks"),
         (lambda: metrics.pointing_game(-maps, maps > 0.5), ValueError, "maps"),
         (lambda: metrics.top_k_iou(maps, maps > 0.5, fraction=0), ValueError, "fraction"),

@@ -16,10 +16,32 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["BASELINES", "GRADIENT_BASELINES", "baseline_map"]
+__all__ = ["BASELINES", "GRADIENT_BASELINES", "baseline_map", "check_options"]
 
 GRADIENT_BASELINES = ("gradcam", "gradcam++", "layercam")
 BASELINES = (*GRADIENT_BASELINES, "score-cam", "rise")
+
+
+def check_options(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` must be keyword arguments ``method`` takes (beyond model, images, targets, layer,
+    size): none for the gradient baselines. Checked before any work starts."""
+    import inspect
+
+    if method not in BASELINES:
+        raise ValueError(f"method: expected one of {BASELINES}, got {method!r}")
+    options = dict(options or {})
+    if method in GRADIENT_BASELINES:
+        allowed: set[str] = set()
+    else:
+        from fastinterp.cams.rise import rise
+        from fastinterp.cams.score_cam import score_cam
+
+        function = score_cam if method == "score-cam" else rise
+        allowed = set(inspect.signature(function).parameters) - {"model", "images", "targets", "layer", "size"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"options: {method} takes {sorted(allowed) or 'no options'}, got {unknown}")
+    return options
 
 
 def baseline_map(method: str, model: nn.Module, images: torch.Tensor, targets: object = None, *,

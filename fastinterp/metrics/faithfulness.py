@@ -143,8 +143,12 @@ def insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, target
 def average_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: object = None,
                  score: str = "probability", batch_size: int = 64) -> dict[str, torch.Tensor]:
     """Per image (B,) float64: ``drop`` = 100 max(0, Y - O) / Y and ``increase`` = 100 [O > Y],
-    Y the target's score on the image, O on the image multiplied by its map (in [0, 1]).
-    Average Drop % and Increase in Confidence % are their means. 2B forwards."""
+    Y the target's probability on the image, O on the image multiplied by its map (in [0, 1]).
+    Average Drop % and Increase in Confidence % are their means. 2B forwards. A probability that
+    underflows to 0 gives a drop of 0 (nothing left to drop)."""
+    if score != "probability":
+        raise ValueError(f"score: Average Drop divides by the clean score, so it needs 'probability' (> 0), "
+                         f"got {score!r}")
     scorer = Scorer(model, images, targets, score=score, batch_size=batch_size)
     maps = check_maps(maps, images)
     if float(maps.min()) < 0 or float(maps.max()) > 1:
@@ -155,7 +159,7 @@ def average_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, tar
                                         torch.arange(rows.start, rows.stop, device=images.device)),
                           images.shape[0]).double()
     before = scorer.clean.double()
-    drop = 100 * torch.clamp(before - after, min=0) / before
+    drop = torch.where(before > 0, 100 * torch.clamp(before - after, min=0) / torch.where(before > 0, before, 1.0), 0.0)
     return {"drop": drop, "increase": 100 * (after > before).double(), "before": before, "after": after}
 
 
@@ -172,7 +176,8 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: ob
     """ROAD scores (B, len(fractions)) float64: the target's score after removing round(f * H * W)
     pixels, most relevant first ("morf": lower is better) or least relevant first ("lerf": higher
     is better), imputed by :func:`noisy_linear_imputation` (Gaussian noise of std ``noise``,
-    seeded). ``len(fractions) * B`` forwards and as many sparse solves."""
+    seeded per fraction and per image position in the batch). ``len(fractions) * B`` forwards and
+    as many sparse solves; the imputed images of the batch are held at once (F x B images)."""
     if order not in ("morf", "lerf"):
         raise ValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
     fractions = _check_fractions(fractions)
@@ -180,12 +185,14 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: ob
     maps = check_maps(maps, images)
     b, _, h, w = images.shape
     rank = pixel_rank(maps if order == "morf" else -maps).reshape(b, h, w)
-    generator = torch.Generator().manual_seed(seed)
     imputed = []
     for f in fractions:
-        removed = rank < round(f * h * w)
-        imputed.append(torch.stack([noisy_linear_imputation(images[i], removed[i], noise, generator)
-                                    for i in range(b)]))
+        removed = rank < min(h * w - 1, max(1, round(f * h * w)))  # at least one pixel kept and one removed
+        # one seeded generator per (fraction, image): an image's noise does not depend on its neighbours
+        imputed.append(torch.stack([
+            noisy_linear_imputation(images[i], removed[i], noise,
+                                    torch.Generator().manual_seed(seed * 1_000_003 + int(f * 1e6) * 1009 + i))
+            for i in range(b)]))
     stacked = torch.stack(imputed)  # (F, B, C, H, W)
 
     def make(rows: range):

@@ -46,6 +46,11 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                              f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__}")
     if pred.shape != target.shape:
         raise ValueError(f"pred: shape {tuple(pred.shape)} differs from target's {tuple(target.shape)}")
+    if min(pred.shape[-2:]) < 11:
+        raise ValueError(f"pred: SSIM's 11x11 window needs maps of at least 11x11, got {tuple(pred.shape[-2:])}")
+    for name, maps in (("pred", pred), ("target", target)):
+        if not bool(torch.isfinite(maps).all()) or float(maps.min()) < 0 or float(maps.max()) > 1:
+            raise ValueError(f"{name}: SSIM is computed with a data range of 1: expected finite maps in [0, 1]")
     values = structural_similarity_index_measure(pred.detach()[:, None].double(), target.detach()[:, None].double(),
                                                  data_range=1.0, reduction="none")
     return values.reshape(pred.shape[0])
