@@ -5,7 +5,7 @@
 #      the extra (status 2); with the extra it runs; a smoke test of the installed package
 #      (representation, compile/explain) and `fastinterp-bench --quick`; `fastinterp export` with
 #      the onnx extra, and the exported file run by load_onnx in a venv with onnxruntime + numpy
-#      only (no torch);
+#      only (no torch); `fastinterp evaluate --quick` with the eval extra;
 #   3. build the same wheel with OpenMP off, install it over the first, check that
 #      `fastinterp --version` says so, and run the kernel tests against it (C++ serial fallback;
 #      the Triton kernels through the interpreter, from the wheel's fastinterp.kernels).
@@ -84,6 +84,11 @@ out = explainer.explain(np.random.default_rng(0).random((3, 3, 32, 32), dtype=np
 assert out.maps.shape == (3, 32, 32) and 0 <= out.maps.min() <= out.maps.max() <= 1, out.maps.shape
 print("load_onnx without torch passed:", explainer)
 PY
+
+echo "== wheel_check 2e: fastinterp evaluate --quick with the eval extra (the shipped checkpoints are package data)"
+"$V/python" -m pip install "${PIP[@]}" "$(ls "$WORK"/dist/fastinterp-*.whl)[eval]"
+"$V/fastinterp" evaluate --quick --no-progress --out "$WORK/evaluation" | tail -1
+grep -q "## shapes-mobilenet_v3_small" "$WORK/evaluation/evaluation.md"
 
 echo "== wheel_check 3: the same wheel built without OpenMP"
 "$PYTHON" -m pip wheel "${PIP[@]}" --no-deps -w "$WORK/dist-serial" -Cbuild-dir="$WORK/build-serial" \

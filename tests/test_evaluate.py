@@ -78,3 +78,29 @@ def test_generate_equals_explain_on_its_own_cgm():
         explainer.generate(images, out.cgm[:, :4])
     with pytest.raises(ValueError, match="images"):
         explainer.generate(images[:2], out.cgm)
+
+
+def test_ranking_and_targets_logic_on_hand_made_results():
+    from fastinterp.evaluation.report import _separability, _targets
+
+    methods = {"gradcam": {"label": "Grad-CAM", "kind": "baseline", "teacher": None},
+               "rise": {"label": "RISE", "kind": "baseline", "teacher": None},
+               "fast": {"label": "fast (gradient)", "kind": "generator", "teacher": "gradcam"}}
+    n = 10
+    row = lambda d, i, p: {"deletion": [d] * n, "insertion": [i] * n, "drop": [1.0] * n, "increase": [0.0] * n,
+                           "road": [0.1] * n, "pointing": p, "energy": [0.5] * n, "iou": [0.3] * n}
+    result = {"methods": methods, "per_image": {
+        "gradcam": row(0.30, 0.70, [1.0] * 5 + [0.0] * 5),
+        "rise": row(0.10, 0.90, [1.0] * 9 + [0.0]),
+        # the generator: deletion worse than its teacher by 0.05 on every image (SE 0): missed;
+        # insertion better: met; pointing 6 of 10 vs Grad-CAM's 5: met
+        "fast": row(0.35, 0.75, [1.0] * 6 + [0.0] * 4)}}
+    ranking = "\n".join(_separability(result))
+    assert "Deletion AUC: best RISE, runner-up Grad-CAM" in ranking  # lower deletion is better
+    assert "Insertion AUC: best RISE, runner-up fast (gradient)" in ranking  # higher insertion is better
+    targets = "\n".join(_targets(result))
+    assert "Deletion AUC: +0.0500 ± 0.0000 (paired) -> **missed**" in targets
+    assert "Insertion AUC: +0.0500 ± 0.0000 (paired) -> **met**" in targets
+    assert "0.600 vs Grad-CAM 0.500" in targets and "-> **met**" in targets.splitlines()[-1]
+    assert _separability({"methods": methods, "per_image": {"rise": result["per_image"]["rise"]}}) == [
+        "- one method only: nothing to rank"]

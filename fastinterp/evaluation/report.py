@@ -3,8 +3,8 @@ written as ``<out>/evaluation.md`` with PNG figures (``<out>/figures/``) and the
 numbers (``<out>/evaluation.json``).
 
 Default: the shipped CNNs (the demo's digits mobilenet_v3_small and the textured-shapes one) and
-the shipped generators (the demo's fast generator on the gradient representation, and the
-forward-only one). ``--quick`` runs a few images with cheap settings (CI: every cell filled).
+the shipped generators (the demo's fast generator on the gradient representation, the
+forward-only one, and the paper's GSFT). ``--quick`` runs a few images with cheap settings (CI: every cell filled).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def shipped_cnns() -> dict[str, Path]:
 def shipped_generators() -> dict[str, Path]:
     """name -> checkpoint of the generators shipped with the package."""
     return {"fast": _pretrained("demo", "generator.safetensors"),
-            "fast-fo": _pretrained("forward_only", "generator.safetensors")}
+            "fast-fo": _pretrained("forward_only", "generator.safetensors"),
+            "gsft": _pretrained("paper", "gsft.safetensors")}
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -150,6 +151,8 @@ def _quality_table(result: dict) -> list[str]:
 def _separability(result: dict) -> list[str]:
     """For each metric: is the best method ahead of the runner-up by more than 2 paired SE?"""
     out = []
+    if len(result["per_image"]) < 2:
+        return ["- one method only: nothing to rank"]
     for key, (label, up) in {**FAITHFULNESS, **LOCALISATION}.items():
         ranked = sorted(result["per_image"], key=lambda n: mean_se(result["per_image"][n][key])[0], reverse=up)
         best, second = ranked[0], ranked[1]
@@ -181,7 +184,8 @@ def _targets(result: dict) -> list[str]:
         g, gc = mean_se(rows[best]["pointing"])[0], mean_se(rows["gradcam"]["pointing"])[0]
         diff, se = paired(rows[best]["pointing"], rows["gradcam"]["pointing"])
         lines.append(f"- Pointing game of the best generator ({result['methods'][best]['label']}) {g:.3f} vs "
-                     f"Grad-CAM {gc:.3f} (paired {diff:+.3f} ± {se:.3f}) -> {'**met**' if g >= gc else '**missed**'}")
+                     f"Grad-CAM {gc:.3f} (paired {diff:+.3f} ± {se:.3f}) -> {'**met**' if g >= gc else '**missed**'} "
+                     "(the target compares the means; the best generator is picked on these images)")
     return lines
 
 
@@ -324,7 +328,8 @@ def main_evaluate(argv: list[str] | None = None) -> int:
                         help="zoo CNN checkpoints (default: the shipped digits and shapes CNNs); each is evaluated on "
                              "the held-out test split of the dataset it was trained on")
     parser.add_argument("--generator", nargs="*", metavar="[NAME=]CHECKPOINT",
-                        help="generator checkpoints (default: the shipped fast and forward-only fast generators)")
+                        help="generator checkpoints (default: the shipped fast, forward-only fast and gsft generators); "
+                             "--generator with no value: baselines only")
     parser.add_argument("--baselines", nargs="*", default=None, help="baselines (default: all)")
     parser.add_argument("--n", type=int, default=None, help="images per CNN (default 128; --quick 8)")
     parser.add_argument("--ablation-n", type=int, default=None,

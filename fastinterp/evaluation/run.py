@@ -110,6 +110,8 @@ def evaluate_cnn(cnn: nn.Module, dataset: str, methods: list[Method], config: Ev
     maps_of: dict[str, list[torch.Tensor]] = {m.name: [] for m in methods}
     bar = tqdm(total=config.n * len(methods), desc=f"{dataset}: evaluating", unit="map", disable=not progress)
     common = {"score": "probability", "batch_size": config.score_batch}
+    for method in methods:  # warm-up (allocator, autograd, first-call caches), so the cost column is steady state
+        method.explain(images[:2], labels[:2])
     try:
         for start in range(0, config.n, config.batch):
             x, y, gt = images[start:start + config.batch], labels[start:start + config.batch], masks[start:start + config.batch]
