@@ -53,6 +53,11 @@ def test_evaluate_quick_fills_every_cell(tmp_path):
 
     assert finite(state["results"]) and finite(state["ablations"])
     assert "Targets:" in report and "fastinterp evaluate --quick" in report
+    # --render-only rewrites the same report from the JSON, with a reading, computing nothing
+    (tmp_path / "reading.md").write_text("The generator reads the last CGM.")
+    assert main_evaluate(["--render-only", "--out", str(tmp_path), "--reading", str(tmp_path / "reading.md")]) == 0
+    rendered = (tmp_path / "evaluation.md").read_text()
+    assert rendered.replace("\n## Reading\n\nThe generator reads the last CGM.\n", "") == report
 
 
 def test_statistics_helpers():

@@ -223,13 +223,14 @@ def _ablation_table(ablations: dict[str, dict], methods: dict[str, dict]) -> lis
 
 
 def write_report(path: Path, results: list[dict], ablations: dict[str, dict[str, dict]], config: EvaluationConfig,
-                 command: str, wall_s: float, overhead: dict | None, reading: str | None, figures: dict) -> None:
+                 command: str, wall_s: float, overhead: dict | None, reading: str | None, figures: dict,
+                 machine: str | None = None) -> None:
     import torchvision
 
     lines = ["# Evaluation: faithfulness, localisation and fidelity of fastinterp's explanations", "",
              "Made by one command (rerun it to rebuild this file and its figures):", "", "```bash", command, "```", "",
              f"fastinterp {__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-             f"Python {platform.python_version()}; {_machine()}; {wall_s / 60:.1f} min wall time.", "",
+             f"Python {platform.python_version()}; {machine or _machine()}; {wall_s / 60:.1f} min wall time.", "",
              f"Settings: {json.dumps(config.as_dict())}. Images: the first {config.n} correctly classified "
              f"images of each dataset's held-out test split (seed {config.seed}), explained for their predicted "
              "(= true) class. ± is the standard error of the mean over images; differences between methods are "
@@ -344,7 +345,18 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few images, cheap settings (seconds; for CI)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite <out>/evaluation.md from <out>/evaluation.json (e.g. with a new --reading); "
+                             "computes nothing")
     args = parser.parse_args(argv)
+    if args.render_only:
+        state = json.loads((args.out / "evaluation.json").read_text())
+        config = EvaluationConfig(**{**state["config"], "road_fractions": tuple(state["config"]["road_fractions"])})
+        reading = args.reading.read_text() if args.reading is not None else None
+        write_report(args.out / "evaluation.md", state["results"], state["ablations"], config, state["command"],
+                     state["wall_s"], state["overhead"], reading, state["figures"], machine=state["machine"])
+        print(f"wrote {args.out / 'evaluation.md'} from {args.out / 'evaluation.json'}")
+        return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     from fastinterp.cams import BASELINES
@@ -407,7 +419,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     write_report(out / "evaluation.md", results, ablations, config, command, wall, overhead, reading, figures)
     keep = ("cnn", "dataset", "n", "scanned", "indices", "forward_ms", "per_image", "cost", "fidelity", "methods")
     (out / "evaluation.json").write_text(json.dumps(
-        {"config": config.as_dict(), "wall_s": wall, "overhead": overhead,
-         "results": [{k: r[k] for k in keep} for r in results], "ablations": ablations}))
+        {"command": command, "machine": _machine(), "config": config.as_dict(), "wall_s": wall, "overhead": overhead,
+         "figures": figures, "results": [{k: r[k] for k in keep} for r in results], "ablations": ablations}))
     print(f"wrote {out / 'evaluation.md'} ({wall / 60:.1f} min)")
     return 0
