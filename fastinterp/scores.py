@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from fastinterp.eval_view import eval_view
+from fastinterp.eval_view import add_forward_hook, eval_view
 from fastinterp.validation import check_images, check_logits_and_targets, check_model, check_targets
 
 __all__ = ["SCORES", "Scorer", "check_batch_size"]
@@ -34,10 +34,12 @@ class Scorer:
     then evaluates ``n`` perturbed images, built chunk by chunk by ``make(rows) -> (images (m, C,
     H, W), which (m,) image index)``, with at most ``batch_size`` images per forward: memory stays
     bounded whatever ``n`` is. ``forwards`` counts the images run (the cost unit of the report).
+    ``watch``: a module name whose (B, C, h, w) output on the clean images is kept as ``watched``
+    (Score-CAM's activations, from the same forward).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, targets: object = None, score: str = "probability",
-                 batch_size: int = 64):
+                 batch_size: int = 64, watch: str | None = None):
         check_model(model)
         check_images(images, model)
         if score not in SCORES:
@@ -48,11 +50,41 @@ class Scorer:
         self.images = images
         given = check_targets(targets, images.shape[0], images.device)
         self.forwards = 0
-        with torch.no_grad():
-            logits = torch.cat([self._logits(images[i:i + self.batch_size])
-                                for i in range(0, images.shape[0], self.batch_size)])
+        self.watched: torch.Tensor | None = None
+        outputs: list[torch.Tensor] = []
+        handle = None if watch is None else add_forward_hook(self._module(watch), self._keeper(watch, outputs))
+        try:
+            with torch.no_grad():
+                chunks = []
+                for i in range(0, images.shape[0], self.batch_size):
+                    chunks.append(self._logits(images[i:i + self.batch_size]))
+                    if watch is not None and len(outputs) != len(chunks):
+                        raise ValueError(f"layer: {watch!r} ran {len(outputs) - len(chunks) + 1} times in one "
+                                         "forward; expected exactly once")
+                logits = torch.cat(chunks)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if watch is not None:
+            self.watched = torch.cat(outputs)
         self.targets = check_logits_and_targets(logits, images.shape[0], given)
         self.clean = self._pick(logits, self.targets)  # (B,) float32: the score of each clean image
+
+    def _module(self, name: object) -> nn.Module:
+        if not isinstance(name, str):
+            raise TypeError(f"layer: expected a module name (str) or None, got {type(name).__name__}")
+        modules = dict(self.view.named_modules())
+        if name not in modules:
+            raise ValueError(f"layer: {name!r} is not a module of the model")
+        return modules[name]
+
+    @staticmethod
+    def _keeper(name: str, outputs: list[torch.Tensor]):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                raise ValueError(f"layer: {name!r} returns {type(output).__name__}, expected a (B, C, h, w) tensor")
+            outputs.append(output.detach().clone())
+        return hook
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         self.forwards += x.shape[0]

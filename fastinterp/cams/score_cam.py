@@ -21,51 +21,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastinterp.cams.formulas import weighted_sum
-from fastinterp.eval_view import add_forward_hook, eval_view
 from fastinterp.scores import Scorer
 from fastinterp.validation import check_images, check_model, check_size
 
 __all__ = ["score_cam", "score_cam_weights"]
 
 
-def _layer_output(model: nn.Module, images: torch.Tensor, layer: str | None, batch_size: int):
-    """(layer name, activations (B, C, h, w)) of ``layer`` (default: the last conv that runs)."""
-    from fastinterp.layers import conv_layers
-
-    if layer is None:
-        layer = conv_layers(model, images[:1])[-1]
-    elif not isinstance(layer, str):
-        raise TypeError(f"layer: expected a module name (str) or None, got {type(layer).__name__}")
-    view = eval_view(model)
-    modules = dict(view.named_modules())
-    if layer not in modules:
-        raise ValueError(f"layer: {layer!r} is not a module of the model")
-    outputs: list[torch.Tensor] = []
-
-    def hook(module, inputs, output):
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise ValueError(f"layer: {layer!r} returns {type(output).__name__}, expected a (B, C, h, w) tensor")
-        outputs.append(output.detach().clone())
-
-    handle = add_forward_hook(modules[layer], hook)
-    try:
-        with torch.no_grad():
-            for start in range(0, images.shape[0], batch_size):
-                count = len(outputs)
-                view(images[start:start + batch_size])
-                if len(outputs) != count + 1:
-                    raise ValueError(f"layer: {layer!r} ran {len(outputs) - count} times in one forward; "
-                                     "expected exactly once")
-    finally:
-        handle.remove()
-    return layer, torch.cat(outputs)
-
-
 def score_cam_weights(model: nn.Module, images: torch.Tensor, layer: str | None = None, targets: object = None,
                       batch_size: int = 64, score: str = "logit"):
     """(weights (B, C), activations (B, C, h, w), targets (B,), forwards run) of Score-CAM."""
-    scorer = Scorer(model, images, targets, score=score, batch_size=batch_size)
-    _, activations = _layer_output(model, images, layer, batch_size)
+    if layer is None:
+        from fastinterp.layers import conv_layers
+
+        layer = conv_layers(model, images[:1])[-1]
+    # the activations come from the scorer's clean forward (which also fixes the targets)
+    scorer = Scorer(model, images, targets, score=score, batch_size=batch_size, watch=layer)
+    activations = scorer.watched
     b, c = activations.shape[:2]
     height, width = images.shape[-2:]
 

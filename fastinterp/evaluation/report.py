@@ -289,7 +289,7 @@ def _batching_overhead(cnn, dataset: str, n: int, steps: int, batch: int, seed: 
     start = time.perf_counter()
     deletion(cnn, images, maps, steps=steps, batch_size=batch)
     metric_s = time.perf_counter() - start
-    forwards = (steps + 2) * n  # steps + 1 curve points and the clean forward
+    forwards = (steps + 1) * n  # steps perturbed curve points and the clean forward (= step 0)
     view = eval_view(cnn)
     start = time.perf_counter()
     with torch.no_grad():

@@ -93,9 +93,11 @@ def _check_steps(steps: object) -> int:
     return steps
 
 
-def _curve(model, images, maps, targets, steps, start, end, score, batch_size, progress, desc) -> PerturbationCurve:
+def _curve(model, images, maps, targets, steps, start, end, score, batch_size, progress, desc,
+           clean_step: int) -> PerturbationCurve:
     """Scores of images whose first n_t ranked pixels come from ``end`` and the rest from ``start``
-    (n_t = round(t * H * W / steps), t = 0..steps)."""
+    (n_t = round(t * H * W / steps), t = 0..steps). Step ``clean_step`` (0 or ``steps``) is the
+    image itself: its score is the scorer's clean forward, not run again."""
     from tqdm.auto import tqdm
 
     scorer = Scorer(model, images, targets, score=score, batch_size=batch_size)
@@ -105,18 +107,23 @@ def _curve(model, images, maps, targets, steps, start, end, score, batch_size, p
     rank = pixel_rank(maps).reshape(b, 1, h, w)
     counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * (h * w) / steps).long()
     starts, ends = start(images), end(images)
+    run_steps = torch.tensor([t for t in range(steps + 1) if t != clean_step], device=images.device)
 
     def make(rows: range):
         index = torch.arange(rows.start, rows.stop, device=images.device)
-        step, image = index // b, index % b
+        step, image = run_steps[index // b], index % b
         switched = rank[image] < counts.to(images.device)[step][:, None, None, None]
         return torch.where(switched, ends[image], starts[image]), image
 
-    bar = tqdm(total=(steps + 1) * b, desc=desc, unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=steps * b, desc=desc, unit="img", disable=not progress, leave=False)
     try:
-        scores = scorer.scores(make, (steps + 1) * b, on_chunk=bar.update).reshape(steps + 1, b).T.double()
+        perturbed = scorer.scores(make, steps * b, on_chunk=bar.update).reshape(steps, b)
     finally:
         bar.close()
+    scores = torch.empty(steps + 1, b, dtype=torch.float64, device=images.device)
+    scores[run_steps] = perturbed.double()
+    scores[clean_step] = scorer.clean.double()
+    scores = scores.T
     auc = (scores.sum(dim=1) - (scores[:, 0] + scores[:, -1]) / 2) / steps
     return PerturbationCurve(fractions=counts.double() / (h * w), scores=scores, auc=auc)
 
@@ -126,9 +133,9 @@ def deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets
              progress: bool = False) -> PerturbationCurve:
     """Deletion curve and AUC (lower is better): the top-ranked pixels are replaced by the
     substrate ("zeros" as in the RISE paper), ``steps`` equal steps from 0 to every pixel.
-    ``(steps + 1) * B`` forwards (+ B for the clean targets)."""
+    ``steps * B`` forwards + B clean ones (which give step 0 and the targets)."""
     return _curve(model, images, maps, targets, steps, lambda x: x, lambda x: substrate(x, substrate_kind),
-                  score, batch_size, progress, "deletion")
+                  score, batch_size, progress, "deletion", clean_step=0)
 
 
 def insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: object = None, steps: int = 32,
@@ -137,7 +144,7 @@ def insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, target
     """Insertion curve and AUC (higher is better): starting from the substrate ("blur" as in the
     RISE paper), the top-ranked pixels of the image are put back, ``steps`` equal steps."""
     return _curve(model, images, maps, targets, steps, lambda x: substrate(x, substrate_kind), lambda x: x,
-                  score, batch_size, progress, "insertion")
+                  score, batch_size, progress, "insertion", clean_step=steps)
 
 
 def average_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: object = None,

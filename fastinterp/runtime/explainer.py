@@ -280,19 +280,7 @@ class Explainer:
             with torch.no_grad():  # no_grad, not inference_mode: the outputs stay ordinary tensors
                 cgm = cumulative_average(maps, o["size"], positions, backend=self.backend)
                 mark("maps")
-                # resized in float32 at least (the CPU has no bfloat16/float16 antialiased resize)
-                small = resize_images(x.detach().to(torch.promote_types(x.dtype, torch.float32)), o["size"],
-                                      self.image_resize).to(self._generator_dtype)
-                mark("resize")
-                if self.device.type == "cpu":
-                    small = small.contiguous(memory_format=torch.channels_last)
-                    cgm_in = cgm.contiguous(memory_format=torch.channels_last)
-                else:
-                    cgm_in = cgm
-                out = generator(small, cgm_in)  # the explainer's own copy, in eval mode: no view needed
-                mark("generator")
-                explanation = resize_maps(out[:, 0].float(), tuple(x.shape[-2:]))
-                mark("resize")
+                explanation = self._generate(generator, x, cgm, mark)
         logits = logits.float() if logits.dtype in _AUTOCAST else logits
         result = Explanation(logits=logits, targets=targets_out, maps=explanation, cgm=cgm if return_cgm else None)
         if as_numpy:
@@ -320,6 +308,23 @@ class Explainer:
 
     __call__ = explain
 
+    def _generate(self, generator: nn.Module, x: torch.Tensor, cgm: torch.Tensor,
+                  mark: Callable[[str], None]) -> torch.Tensor:
+        """The pipeline's tail, under the caller's no_grad and autocast: image resize, generator,
+        map resize -> (B, H, W) float32."""
+        # resized in float32 at least (the CPU has no bfloat16/float16 antialiased resize)
+        small = resize_images(x.detach().to(torch.promote_types(x.dtype, torch.float32)), self.representation["size"],
+                              self.image_resize).to(self._generator_dtype)
+        mark("resize")
+        if self.device.type == "cpu":
+            small = small.contiguous(memory_format=torch.channels_last)
+            cgm = cgm.contiguous(memory_format=torch.channels_last)
+        out = generator(small, cgm)  # the explainer's own copy, in eval mode: no view needed
+        mark("generator")
+        explanation = resize_maps(out[:, 0].float(), tuple(x.shape[-2:]))
+        mark("resize")
+        return explanation
+
     def generate(self, images: torch.Tensor, cgm: torch.Tensor) -> torch.Tensor:
         """The generator alone on given CGMs: images (B, C, H, W) and ``cgm`` (B, K, S, S) float in
         [0, 1] (e.g. ``explain(..., return_cgm=True).cgm`` with some maps changed, as the CGM
@@ -331,11 +336,10 @@ class Explainer:
                              f"{tuple(cgm.shape) if isinstance(cgm, torch.Tensor) else type(cgm).__name__}")
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] != cgm.shape[0]:
             raise ValueError(f"images: expected a tensor (B, C, H, W) with B = {cgm.shape[0]} (the cgm's batch)")
-        with torch.no_grad():
-            small = resize_images(images.detach().to(torch.promote_types(images.dtype, torch.float32)), o["size"],
-                                  self.image_resize).to(self._generator_dtype)
-            out = generator(small.to(self.device), cgm.to(self.device, self._generator_dtype))
-            return resize_maps(out[:, 0].float(), tuple(images.shape[-2:]))
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+        with torch.no_grad(), autocast:  # as explain() runs it
+            return self._generate(generator, images.to(self.device), cgm.to(self.device, self._generator_dtype),
+                                  _no_mark)
 
     def profile(self, images: object, targets: object = None) -> dict[str, float]:
         """One ``explain`` with a wall-clock time (ms) per stage: "forward" (the CNN; for the
