@@ -18,7 +18,6 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 

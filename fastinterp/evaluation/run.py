@@ -95,10 +95,11 @@ def evaluate_cnn(cnn: nn.Module, dataset: str, methods: list[Method], config: Ev
                  progress: bool = True, keep_maps: int = 6) -> dict:
     """Every method's per-image metrics on ``config.n`` held-out images explained by ``cnn``.
 
-    Returns a JSON-able dict: ``per_image[method][metric]`` lists (float), ``cost[method]``
-    (ms per image, multiple of the forward), ``fidelity[generator][metric]`` lists (to the
-    generator's teacher, when the teacher is one of the methods), ``forward_ms``, and the maps of
-    the first ``keep_maps`` images (``grid``, tensors) for the qualitative figure.
+    Returns a dict: ``per_image[method][metric]`` lists (float), ``cost[method]`` (ms per image,
+    multiple of the forward), ``fidelity[generator][metric]`` lists (to the generator's teacher,
+    when the teacher is one of the methods), ``forward_ms`` (all JSON-able); the maps of the first
+    ``keep_maps`` images (``grid``, tensors) for the qualitative figure, and the evaluated
+    ``images`` and ``labels`` (tensors) for the CGM ablation.
     """
     from tqdm.auto import tqdm
 
@@ -154,4 +155,4 @@ def evaluate_cnn(cnn: nn.Module, dataset: str, methods: list[Method], config: Ev
                         for m in methods},
             "grid": {"images": images[:keep_maps], "masks": masks[:keep_maps], "labels": labels[:keep_maps],
                      "maps": {name: maps[:keep_maps] for name, maps in all_maps.items()}},
-            "all_maps": all_maps, "images": images, "labels": labels, "masks": masks}
+            "images": images, "labels": labels}
