@@ -96,7 +96,9 @@ def main_train(argv: list[str] | None = None) -> int:
     from fastinterp.training import STRATEGIES, TrainConfig
 
     parser = command_parser("train-generator")
-    parser.add_argument("--data", type=dataset_folder, required=True, help="training examples (fastinterp build-dataset)")
+    parser.add_argument("--data", type=dataset_folder, nargs="+", required=True,
+                        help="training examples (fastinterp build-dataset); several folders (e.g. one per CNN) are "
+                             "concatenated and must share the representation and the teacher")
     parser.add_argument("--val", type=dataset_folder, help="validation examples (optional)")
     parser.add_argument("--kind", default="fast", choices=("gsft", "lsft", "fast"))
     parser.add_argument("--opts", type=json.loads, default={}, help='generator options as JSON, e.g. \'{"blocks": 8}\'')
@@ -125,7 +127,18 @@ def main_train(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    train = ExplanationDataset(args.data)
+    parts = [ExplanationDataset(folder) for folder in args.data]
+    # what the generator's inputs must be made with (fastinterp.representation_options reads it back)
+    # and what it imitates: the representation's own teacher map or another method's
+    shared = ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize", "teacher_method",
+              "teacher_options")
+    first = parts[0].config
+    for folder, part in zip(args.data[1:], parts[1:]):
+        differ = [key for key in shared if part.config.get(key) != first.get(key)]
+        if differ:
+            parser.error(f"--data: {folder} was built with another representation or teacher than {args.data[0]} "
+                         f"(differs in {differ})")
+    train = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
     val = ExplanationDataset(args.val) if args.val else None
     sample = train[0]
     k, size = sample["cgm"].shape[0], sample["cgm"].shape[-1]
@@ -135,18 +148,15 @@ def main_train(argv: list[str] | None = None) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, l1_weight=args.l1_weight,
                          strategy=args.strategy, d_every=args.d_every, warmup_steps=args.warmup_steps,
                          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
-    dataset_config = train.config
-    # what the generator's inputs must be made with (fastinterp.representation_options reads it back)
-    representation = {key: dataset_config[key] for key in
-                      ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize") if key in dataset_config}
-    # what the generator imitates: the representation's own teacher map or another method's
-    teacher_method = dataset_config.get("teacher_method") or dataset_config.get("method")
+    representation = {key: first[key] for key in shared[:8] if key in first}
+    teacher_method = first.get("teacher_method") or first.get("method")
+    cnns = [cnn for part in parts for cnn in part.config.get("cnns", [])]
+    metadata = {"dataset": str(args.data[0]) if len(parts) == 1 else [str(folder) for folder in args.data],
+                "dataset_config": first if len(parts) == 1 else [part.config for part in parts],
+                "representation": representation, "cnns": cnns, "teacher_method": teacher_method,
+                "teacher_options": first.get("teacher_options", {})}
     history = train_generator(generator, discriminator, train, config, args.out, val_data=val, resume=args.resume,
-                              allow_teacher_input=args.allow_teacher_input,
-                              metadata={"dataset": str(args.data), "dataset_config": dataset_config,
-                                        "representation": representation, "cnns": dataset_config.get("cnns"),
-                                        "teacher_method": teacher_method,
-                                        "teacher_options": dataset_config.get("teacher_options", {})})
+                              allow_teacher_input=args.allow_teacher_input, metadata=metadata)
     if history:
         print(json.dumps(history[-1]))
     print(f"wrote {args.out / 'generator.safetensors'}")

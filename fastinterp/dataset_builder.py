@@ -14,6 +14,13 @@ Example ``j`` (0 <= j < n) is dataset item ``j`` explained by CNN ``j % C`` (``a
 explains every image). Shard ``s`` holds examples ``s * shard_size ...``; each shard is computed
 in the same batches whatever happened before, so a run resumed after an interruption writes the
 same bytes as an uninterrupted one (same torch build, thread count and backend).
+
+Several processes (``torchrun``, or ``fastinterp build-dataset --processes N`` on one machine)
+split the shards: with ``torch.distributed`` initialised, shard ``s`` is computed by rank
+``s % world`` (each rank on its own device), which records each finished shard in its own
+``manifest.rank-RRRRR.json``. Once every rank is done, rank 0 checks every shard's sha256 and
+writes ``manifest.json``. A resumed build (any number of processes) keeps every verified shard of
+the manifest and of leftover rank files, so the bytes are those of a single-process build.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import hashlib
 import json
 import math
 import operator
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -44,6 +54,7 @@ __all__ = ["MANIFEST", "ExplanationDataset", "build_dataset", "main_build"]
 
 MANIFEST = "manifest.json"
 DATASET_FORMAT = "fastinterp-explanations/1"
+RANK_FORMAT = "fastinterp-explanations-rank/1"
 SHARD_FORMAT = "fastinterp-explanations-shard/1"
 ASSIGN = ("round_robin", "all")
 TARGETS = ("predicted", "label")
@@ -118,6 +129,35 @@ def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
         raise ValueError(f"out_dir: {path} is not a {DATASET_FORMAT} manifest")
     return manifest
+
+
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rank_file(out_dir: Path, rank: int) -> Path:
+    return out_dir / f"manifest.rank-{rank:05d}.json"
+
+
+def _rank_files(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob("manifest.rank-*.json"))
+
+
+def _read_rank_file(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shard entries a rank recorded in ``path``; refuses one of another config."""
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []  # cut short while written (writes are atomic, so only a foreign file): recompute
+    if not isinstance(progress, dict) or progress.get("format") != RANK_FORMAT:
+        return []
+    if progress.get("config") != config:
+        raise ValueError(f"out_dir: {path} was left by a build with another config; pass another out_dir or "
+                         "delete it")
+    return list(progress.get("shards", []))
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
@@ -237,7 +277,12 @@ def build_dataset(
         target: "predicted" (explain the CNN's argmax, the paper's setting) or "label".
         assign: "round_robin" (item j -> CNN j % C) or "all" (every CNN explains every item).
         dtype: storage of image, cgm, teacher: "float16" (half the disk) or "float32".
-        max_shards: stop after computing this many new shards (time-limited jobs); rerun to go on.
+        max_shards: stop after computing this many new shards (time-limited jobs; per process when
+            several share the build); rerun to go on.
+
+    Under ``torch.distributed`` (``torchrun``, or ``fastinterp build-dataset --processes N``) every
+    rank calls this with the same arguments and its own CNNs' device; shard ``s`` is computed by
+    rank ``s % world``, and rank 0 writes the manifest once every rank's shards are verified.
     """
     from tqdm.auto import tqdm
 
@@ -297,22 +342,33 @@ def build_dataset(
         raise ValueError(f"out_dir: {out_dir} holds a dataset built with another config (differs in {differ}); "
                          "pass another out_dir or delete it")
     num_shards = math.ceil(n / shard_size)
+    rank, world = _rank_world()
     entries: dict[int, dict[str, Any]] = {}
-    for entry in (previous or {}).get("shards", []):
+    in_manifest = {entry["index"] for entry in (previous or {}).get("shards", [])}
+    recorded = list((previous or {}).get("shards", []))
+    for path in _rank_files(out_dir):  # shards finished by the ranks of an interrupted build
+        recorded += _read_rank_file(path, config)
+    for entry in recorded:
         path = out_dir / entry["file"]
-        if path.is_file() and _sha256_file(path) == entry["sha256"]:  # verified: keep
-            entries[entry["index"]] = entry
+        if entry["index"] not in entries and path.is_file() and _sha256_file(path) == entry["sha256"]:
+            entries[entry["index"]] = entry  # verified: keep
+    # what only rank files hold is carried in this rank's file too, so that a second interruption
+    # (which overwrites the rank files) loses nothing
+    carried = [entries[i] for i in sorted(entries) if i not in in_manifest]
 
     def manifest(complete: bool) -> dict[str, Any]:
         return {"format": DATASET_FORMAT, "fastinterp_version": __version__, "config": config,
                 "num_shards": num_shards, "complete": complete,
                 "shards": [entries[i] for i in sorted(entries)]}
 
-    done = sum(entries[i]["count"] for i in entries)
-    bar = tqdm(total=n, initial=done, desc="explaining", unit="ex", disable=not progress)
-    computed = 0
+    mine = [s for s in range(num_shards) if s % world == rank]
+    done = sum(entries[s]["count"] for s in mine if s in entries)
+    total = sum(min((s + 1) * shard_size, n) - s * shard_size for s in mine)
+    bar = tqdm(total=total, initial=done, desc="explaining" if world == 1 else f"explaining (rank {rank} of {world})",
+               unit="ex", disable=not progress or rank != 0)
+    computed, written = 0, list(carried)
     try:
-        for s in range(num_shards):
+        for s in mine:
             if s in entries:
                 continue
             if max_shards is not None and computed >= max_shards:
@@ -326,10 +382,30 @@ def build_dataset(
             entries[s] = {"index": s, "file": path.name, "start": examples.start, "count": len(examples),
                           "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
             computed += 1
-            _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+            written.append(entries[s])
+            if world == 1:
+                _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+            else:  # every rank its own file: a killed build keeps what each rank finished
+                _write_json(_rank_file(out_dir, rank), {"format": RANK_FORMAT, "config": config, "shards": written})
     finally:
         bar.close()
-    _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+    if world > 1:  # rank 0 verifies every rank's shards, then writes the one manifest
+        reports: list[Any] = [None] * world
+        dist.all_gather_object(reports, written)
+        if rank == 0:
+            for report in reports:
+                for entry in report:
+                    path = out_dir / entry["file"]
+                    if not path.is_file() or _sha256_file(path) != entry["sha256"]:
+                        raise RuntimeError(f"out_dir: shard {path} written by another rank does not match its "
+                                           "recorded sha256 (do the ranks share one folder?)")
+                    entries[entry["index"]] = entry
+    if rank == 0:
+        _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+        for path in _rank_files(out_dir):  # now in the manifest
+            path.unlink()
+    if world > 1:
+        dist.barrier()  # no rank returns before the manifest is written
     return out_dir / MANIFEST
 
 
@@ -411,14 +487,35 @@ class ExplanationDataset(Dataset):
         return item
 
 
-def _load_cnns(paths: Sequence[Path]) -> list[tuple[str, nn.Module]]:
+def _load_cnns(paths: Sequence[Path], device: str | torch.device = "cpu") -> list[tuple[str, nn.Module]]:
     from fastinterp.zoo import load_cnn
 
     cnns = []
     for path in paths:
-        model, _ = load_cnn(path)
+        model, _ = load_cnn(path, map_location=device)
         cnns.append((Path(path).stem, model))
     return cnns
+
+
+def _rank_device(requested: str | None) -> torch.device:
+    """``requested``, else this rank's own GPU (``LOCAL_RANK``, or the rank, modulo the GPUs) when
+    CUDA is there, else the CPU."""
+    if requested is not None:
+        return torch.device(requested)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    rank, _ = _rank_world()
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return torch.device("cuda", local % torch.cuda.device_count())
+
+
+def _spawned_build(rank: int, world: int, init_file: str, args: argparse.Namespace) -> None:
+    """One process of ``--processes N``: joins the gloo group, then builds its shards."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        _run_build(args)
+    finally:
+        dist.destroy_process_group()
 
 
 def main_build(argv: list[str] | None = None) -> int:
@@ -461,18 +558,19 @@ def main_build(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=512)
     parser.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="split the shards over this many local processes (rank r computes shards s with "
+                             "s %% N == r); under torchrun, leave it at 1: the ranks come from torchrun")
+    parser.add_argument("--device", default=None,
+                        help="where the CNNs run (default: each rank's own GPU when CUDA is there, else cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per process (default: torch's, or the cores / --processes)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    cnns = _load_cnns(args.cnn)
-    dataset: object = args.dataset
-    if args.dataset not in DATASETS:
-        sizes = {getattr(m, "input_size", None) for _, m in cnns}
-        if len(sizes) != 1:
-            parser.error(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
-        dataset = image_folder(args.dataset, sizes.pop())
+    if args.processes < 1:
+        parser.error(f"--processes: expected an int >= 1, got {args.processes}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: expected an int >= 1, got {args.threads}")
     teacher_options = {}
     for item in args.teacher_option:
         key, sep, value = item.partition("=")
@@ -484,17 +582,56 @@ def main_build(argv: list[str] | None = None) -> int:
             teacher_options[key] = value
     if teacher_options and args.teacher_method is None:
         parser.error("--teacher-option: needs --teacher-method")
+    args.teacher_options = teacher_options or None
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.processes > 1 and torchrun:
+        parser.error("--processes: under torchrun the ranks come from torchrun; leave --processes at 1")
+    if args.processes > 1:
+        if args.threads is None:
+            args.threads = max(1, (os.cpu_count() or 1) // args.processes)
+        import torch.multiprocessing as mp
+
+        with tempfile.TemporaryDirectory() as folder:
+            mp.spawn(_spawned_build, args=(args.processes, str(Path(folder) / "init"), args),
+                     nprocs=args.processes, join=True)
+        return _report(args)
+    if torchrun and not dist.is_initialized():
+        dist.init_process_group("gloo")  # env:// from torchrun; only shard lists travel over it
+        try:
+            _run_build(args)
+        finally:
+            dist.destroy_process_group()
+        return _report(args) if int(os.environ.get("RANK", "0")) == 0 else 0
+    _run_build(args)
+    return _report(args)
+
+
+def _run_build(args: argparse.Namespace) -> None:
+    """This process's part of ``fastinterp build-dataset`` (all of it without torch.distributed)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cnns = _load_cnns(args.cnn, _rank_device(args.device))
+    dataset: object = args.dataset
+    if args.dataset not in DATASETS:
+        sizes = {getattr(m, "input_size", None) for _, m in cnns}
+        if len(sizes) != 1:
+            raise SystemExit(f"build-dataset: --cnn: the CNNs take different input sizes {sorted(sizes)}")
+        dataset = image_folder(args.dataset, sizes.pop())
     rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("kind", "method", "order", "teacher", "skip_1x1")}
     rep.update({key: getattr(args, key) for key in rep if getattr(args, key) is not None})
-    manifest = build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
-                             shard_size=args.shard_size, seed=args.seed, split=args.split, **rep,
-                             allow_teacher_input=args.allow_teacher_input,
-                             teacher_method=args.teacher_method, teacher_options=teacher_options or None,
-                             target=args.target, assign=args.assign,
-                             dtype=args.dtype, progress=not args.no_progress, max_shards=args.max_shards)
-    state = json.loads(manifest.read_text())
+    build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
+                  shard_size=args.shard_size, seed=args.seed, split=args.split, **rep,
+                  allow_teacher_input=args.allow_teacher_input,
+                  teacher_method=args.teacher_method, teacher_options=args.teacher_options,
+                  target=args.target, assign=args.assign,
+                  dtype=args.dtype, progress=not args.no_progress, max_shards=args.max_shards)
+
+
+def _report(args: argparse.Namespace) -> int:
+    state = json.loads((args.out / MANIFEST).read_text())
     done = sum(s["count"] for s in state["shards"])
-    print(f"{done} of {args.n} examples in {len(state['shards'])} of {state['num_shards']} shards -> {manifest}")
+    print(f"{done} of {args.n} examples in {len(state['shards'])} of {state['num_shards']} shards -> "
+          f"{args.out / MANIFEST}")
     return 0
 
 

@@ -13,6 +13,12 @@ that the total stride is 16 (last conv map 4x4 at 64x64):
 - densenet121 (120 convs): stem 3x3 stride-1 conv (was 7x7 stride 2), max-pool kept.
 - efficientnet_b0 (81 convs, not in the default zoo: learns too slowly per image for minutes of
   CPU): stem stride 1 (was 2); always classifier init N(0, 0.01) (was U(+-1/sqrt(C))).
+- shufflenet_v2_x0_5 (56 convs; channel split, concatenation and channel shuffle, no
+  squeeze-excitation): stem conv stride 1 (was 2), max-pool kept.
+- regnet_x_400mf (71 convs; grouped 3x3 convs of group width 16 in residual bottlenecks): stem
+  stride 1 (was 2).
+- mnasnet0_5 (52 convs; inverted residuals with 5x5 depthwise convs, no squeeze-excitation): stem
+  stride 1 (was 2); always BatchNorm momentum 0.1 (was 0.0003).
 
 (vgg11_bn has only 8 convs, too few for K = 8 cumulative maps, hence vgg13_bn.) The conv counts
 include the 1x1 convs of squeeze-excitation blocks, which run on 1x1 maps.
@@ -24,6 +30,7 @@ import hashlib
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,7 @@ __all__ = [
     "ARCHS",
     "CNN_FORMAT",
     "DEFAULT_ZOO",
+    "FAMILIES",
     "Normalize",
     "RECIPES",
     "ZooCNN",
@@ -53,8 +61,13 @@ __all__ = [
 ]
 
 CNN_FORMAT = "fastinterp-cnn/1"
-ARCHS = ("resnet18", "vgg13_bn", "mobilenet_v3_small", "efficientnet_b0", "densenet121")
-DEFAULT_ZOO = ("resnet18", "vgg13_bn", "mobilenet_v3_small", "densenet121")
+ARCHS = ("resnet18", "vgg13_bn", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5",
+         "regnet_x_400mf", "mnasnet0_5")
+DEFAULT_ZOO = ("resnet18", "vgg13_bn", "mobilenet_v3_small", "densenet121", "shufflenet_v2_x0_5", "regnet_x_400mf")
+# the architecture family of each arch: leave-one-family-out holds out all archs of one family
+FAMILIES = {"resnet18": "resnet", "vgg13_bn": "vgg", "mobilenet_v3_small": "mobilenet",
+            "efficientnet_b0": "efficientnet", "densenet121": "densenet", "shufflenet_v2_x0_5": "shufflenet",
+            "regnet_x_400mf": "regnet", "mnasnet0_5": "mnasnet"}
 SMALL_INPUT = 128  # below this many pixels the stems are adapted
 MIN_INPUT = 32  # total stride 16: a 2x2 last conv map
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,6 +81,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mobilenet_v3_small": {"epochs": 1, "train_size": 81920, "batch_size": 32, "lr": 2e-3},
     "efficientnet_b0": {"epochs": 1, "train_size": 16384, "batch_size": 32, "lr": 2e-3},
     "densenet121": {"epochs": 1, "train_size": 12800, "batch_size": 32, "lr": 2e-3},
+    "shufflenet_v2_x0_5": {"epochs": 1, "train_size": 81920, "batch_size": 32, "lr": 2e-3},
+    "regnet_x_400mf": {"epochs": 1, "train_size": 20480, "batch_size": 32, "lr": 2e-3},
+    "mnasnet0_5": {"epochs": 1, "train_size": 61440, "batch_size": 32, "lr": 2e-3},
 }
 _STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -149,11 +165,26 @@ def build_cnn(arch: str, num_classes: int, input_size: int = 64) -> ZooCNN:
         nn.init.zeros_(head.bias)
         if small:
             net.features[0][0].stride = (1, 1)
-    else:  # densenet121
+    elif arch == "densenet121":
         net = models.densenet121(weights=None, num_classes=num_classes)
         if small:
             net.features.conv0 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
             nn.init.kaiming_normal_(net.features.conv0.weight)
+    elif arch == "shufflenet_v2_x0_5":
+        net = models.shufflenet_v2_x0_5(weights=None, num_classes=num_classes)
+        if small:
+            net.conv1[0].stride = (1, 1)
+    elif arch == "regnet_x_400mf":
+        net = models.regnet_x_400mf(weights=None, num_classes=num_classes)
+        if small:
+            net.stem[0].stride = (1, 1)
+    else:  # mnasnet0_5
+        net = models.mnasnet0_5(weights=None, num_classes=num_classes)
+        for module in net.modules():  # torchvision's 0.0003 barely moves in a run of minutes
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
+        if small:
+            net.layers[0].stride = (1, 1)
     return ZooCNN(arch, net, num_classes, input_size)
 
 
@@ -197,6 +228,14 @@ def save_cnn(path: str | Path, model: ZooCNN, metadata: dict[str, Any], dtype: s
     return path
 
 
+def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(tensors)`` with the model's own per-module state versions (torchvision's
+    mnasnet refuses a state dict without them; safetensors stores none)."""
+    state = OrderedDict(tensors)
+    state._metadata = model.state_dict()._metadata  # type: ignore[attr-defined]
+    model.load_state_dict(state)
+
+
 def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ZooCNN, dict[str, Any]]:
     """Rebuild the CNN saved at ``path`` (.safetensors); returns (float32 model in eval mode, metadata).
 
@@ -217,7 +256,7 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tupl
     if mismatch:
         raise ValueError(f"path: {path} does not fit a {meta['arch']} with {meta['num_classes']} classes at "
                          f"{meta['input_size']} px: {mismatch}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    _load_state(model, {k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.to(map_location).eval(), meta
 
 
@@ -320,7 +359,7 @@ def train_cnn(
     train_seconds = time.perf_counter() - start
     model.eval()
     # measure the weights as they will be stored
-    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
+    _load_state(model, {k: v.to(torch.float32) if v.is_floating_point() else v
                            for k, v in _stored_state(model, dtype).items()})
     accuracy = evaluate(model, test)
     metadata = {

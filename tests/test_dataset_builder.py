@@ -91,6 +91,79 @@ def test_interrupted_build_resumes_to_the_same_bytes(cnns, reference, tmp_path):
     assert _files(tmp_path) == _files(reference)
 
 
+def _build_worker(rank, world, init_file, out_dir, threads, options, fail_rank):
+    """One rank of a gloo group building ``out_dir``; rank ``fail_rank`` dies after its first shard."""
+    import torch.distributed as dist
+
+    import fastinterp.dataset_builder as builder
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(threads)
+        models = []
+        for seed in (0, 1):  # the same CNNs as the module fixture
+            torch.manual_seed(seed)
+            models.append((f"demo{seed}", demo_cnn(num_classes=10).eval()))
+        if rank == fail_rank:
+            save = builder._save_shard
+            calls = []
+
+            def save_then_die(path, tensors, metadata):
+                if calls:
+                    raise RuntimeError("killed")
+                calls.append(path)
+                save(path, tensors, metadata)
+            builder._save_shard = save_then_die
+        build_dataset(models, "digits", out_dir=out_dir, **options)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_build(tmp_path, out_dir, options=OPTIONS, fail_rank=-1, world=2):
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    init_file = tempfile.mktemp(dir=tmp_path)
+    mp.spawn(_build_worker, args=(world, init_file, str(out_dir), torch.get_num_threads(), options, fail_rank),
+             nprocs=world, join=True)
+
+
+def test_two_gloo_processes_write_the_single_process_bytes(reference, tmp_path):
+    _spawn_build(tmp_path, tmp_path / "two")  # shards 0 and 2 on rank 0, shard 1 on rank 1
+    assert _files(tmp_path / "two") == _files(reference)  # manifest included; no rank files left
+
+
+def test_an_interrupted_multi_rank_build_resumes_to_the_same_bytes(cnns, reference, tmp_path):
+    out = tmp_path / "set"
+    _spawn_build(tmp_path, out, {**OPTIONS, "max_shards": 1})  # each rank stops after one shard
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert not manifest["complete"] and [s["index"] for s in manifest["shards"]] == [0, 1]
+    assert not list(out.glob("manifest.rank-*"))
+    for name in ("shard-00001.safetensors", MANIFEST):  # back to: nothing recorded but shard 0
+        (out / name).unlink()
+    manifest["shards"] = manifest["shards"][:1]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    # a 5-shard build: rank 1 writes shard 1, then dies before writing shard 3
+    options = {**OPTIONS, "n": 40}
+    with pytest.raises(Exception, match="killed"):
+        _spawn_build(tmp_path, tmp_path / "killed", options, fail_rank=1)
+    killed = tmp_path / "killed"
+    assert not (killed / MANIFEST).exists()  # never written while a rank was missing
+    ranks = json.loads((killed / "manifest.rank-00001.json").read_text())
+    assert [s["index"] for s in ranks["shards"]] == [1]
+    # resumed by one process: keeps rank 1's verified shard, computes the rest
+    mtime = (killed / "shard-00001.safetensors").stat().st_mtime_ns
+    build_dataset(cnns, "digits", out_dir=killed, **options)
+    assert (killed / "shard-00001.safetensors").stat().st_mtime_ns == mtime
+    single = tmp_path / "single"
+    build_dataset(cnns, "digits", out_dir=single, **options)
+    assert _files(killed) == _files(single)
+    # and the first build, resumed by two processes
+    _spawn_build(tmp_path, out)
+    assert _files(out) == _files(reference)
+
+
 def test_damaged_shards_are_recomputed(cnns, reference, tmp_path):
     for name, content in _files(reference).items():
         (tmp_path / name).write_bytes(content)
@@ -176,6 +249,15 @@ def test_cli(tmp_path, capsys):
     data = ExplanationDataset(tmp_path / "set")
     assert len(data) == 3 and data.cnn_ids == ["mobilenet_v3_small_digits"]
     assert "3 of 3 examples in 2 of 2 shards" in capsys.readouterr().out
+    # the same build over two local processes: the same bytes
+    assert main_build(["--cnn", str(checkpoint), "--dataset", "digits", "--n", "3", "--out", str(tmp_path / "two"),
+                       "--size", "32", "--shard-size", "2", "--no-progress", "--processes", "2",
+                       "--threads", str(torch.get_num_threads())]) == 0
+    assert "3 of 3 examples in 2 of 2 shards" in capsys.readouterr().out
+    assert _files(tmp_path / "two") == _files(tmp_path / "set")
+    with pytest.raises(SystemExit):
+        main_build(["--cnn", str(checkpoint), "--dataset", "digits", "--n", "3", "--out", str(tmp_path / "x"),
+                    "--processes", "0"])
 
 
 def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
@@ -218,6 +300,22 @@ def test_train_generator_cli_records_the_representation(cnns, reference, tmp_pat
     assert generator(images, rep.cgm).shape == (2, 1, SIZE, SIZE)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history] == [1, 2] and all("val_pearson" in row for row in history)
+
+
+def test_train_generator_takes_several_datasets_of_one_representation(cnns, reference, tmp_path, capsys):
+    from fastinterp.checkpoint import load_generator
+    from fastinterp.cli import main_train
+
+    build_dataset(cnns[1:], "digits", out_dir=tmp_path / "b", **{**OPTIONS, "n": 6})
+    assert main_train(["--data", str(reference), str(tmp_path / "b"), "--out", str(tmp_path / "g"),
+                       "--steps", "1", "--batch-size", "4"]) == 0
+    _, meta = load_generator(tmp_path / "g" / "generator.safetensors")
+    assert [c["id"] for c in meta["cnns"]] == ["demo0", "demo1", "demo1"]
+    assert meta["dataset"] == [str(reference), str(tmp_path / "b")] and meta["teacher_method"] == "gradcam"
+    build_dataset(cnns[1:], "digits", out_dir=tmp_path / "k4", **{**OPTIONS, "n": 6, "k": 4})
+    with pytest.raises(SystemExit):
+        main_train(["--data", str(reference), str(tmp_path / "k4"), "--out", str(tmp_path / "h"), "--steps", "1"])
+    assert "differs in ['k']" in capsys.readouterr().err
 
 
 def test_images_are_stored_resized_by_the_explain_time_function(cnns, tmp_path):

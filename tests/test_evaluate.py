@@ -109,3 +109,60 @@ def test_ranking_and_targets_logic_on_hand_made_results():
     assert "0.600 vs Grad-CAM 0.500" in targets and "-> **met**" in targets.splitlines()[-1]
     assert _separability({"methods": methods, "per_image": {"rise": result["per_image"]["rise"]}}) == [
         "- one method only: nothing to rank"]
+
+
+def test_distillation_table_on_hand_made_results():
+    from fastinterp.evaluation.report import distillation_table
+
+    n = 4
+    row = lambda d, i: {"deletion": [d] * n, "insertion": [i] * n, "pointing": [1.0, 1.0, 0.0, 0.0]}
+    methods = {"score-cam": {"label": "Score-CAM", "kind": "baseline", "teacher": None},
+               "rise": {"label": "RISE", "kind": "baseline", "teacher": None},
+               "sc": {"label": "sc (gradient)", "kind": "generator", "teacher": "score-cam"},
+               "ri": {"label": "ri (gradient)", "kind": "generator", "teacher": "rise"},
+               "gc": {"label": "gc (gradient)", "kind": "generator", "teacher": "gradcam"}}
+    result = {"methods": methods,
+              "per_image": {"score-cam": row(0.10, 0.90), "rise": row(0.10, 0.90),
+                            "sc": row(0.105, 0.82),  # 91% of the insertion, deletion +5%: both met
+                            "ri": row(0.12, 0.80),  # 89% of the insertion, deletion +20%: both missed
+                            "gc": row(0.5, 0.5)},
+              "cost": {"score-cam": {"ms_per_image": 800.0}, "rise": {"ms_per_image": 600.0},
+                       "sc": {"ms_per_image": 40.0}, "ri": {"ms_per_image": 6.0}, "gc": {"ms_per_image": 1.0}},
+              "fidelity": {"sc": {"teacher": "score-cam", "mae": [0.1] * n, "pearson": [0.9] * n}}}
+    lines = distillation_table(result)
+    assert len(lines) == 4  # header, rule, one row per generator taught by Score-CAM or RISE (not Grad-CAM)
+    sc, ri = table_rows("\n".join(lines))[1:]
+    assert sc[:2] == ["sc (gradient)", "Score-CAM"] and sc[3] == "0.820 / 0.900 (91%)" and sc[8] == "5.00%"
+    assert sc[9] == "insertion >= 90% **met**, deletion within 10% **met**, cost <= 5% **met**"
+    assert ri[9] == "insertion >= 90% **missed**, deletion within 10% **missed**, cost <= 1% **met**"
+    assert ri[5] == "-" and sc[6] == "0.900 ± 0.000"
+    assert distillation_table({**result, "methods": {k: methods[k] for k in ("score-cam", "gc")}}) == []
+
+
+def test_a_tiny_distillation_end_to_end(tmp_path, capsys):
+    """Score-CAM as the teacher: dataset -> generator -> compile says what it imitates -> the
+    report's distillation table and a section of another command, all in seconds."""
+    from fastinterp.cli import main_train
+    from fastinterp.dataset_builder import ExplanationDataset, main_build
+
+    cnn = shipped_cnns()["digits-mobilenet_v3_small"]
+    assert main_build(["--cnn", str(cnn), "--dataset", "digits", "--n", "4", "--out", str(tmp_path / "data"),
+                       "--teacher-method", "score-cam", "--teacher-option", "batch_size=256", "--no-progress"]) == 0
+    assert ExplanationDataset(tmp_path / "data").config["teacher_method"] == "score-cam"
+    assert main_train(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "gen"), "--steps", "2",
+                       "--batch-size", "4"]) == 0
+    generator = tmp_path / "gen" / "generator.safetensors"
+    from fastinterp.zoo import load_cnn
+
+    assert "imitates score-cam" in repr(fastinterp.compile(load_cnn(cnn)[0], generator))
+    with pytest.raises(SystemExit):
+        main_evaluate(["--quick", "--cnn", str(cnn), "--generator", f"score-cam={generator}", "--out", str(tmp_path)])
+    (tmp_path / "report" / "sections").mkdir(parents=True)
+    (tmp_path / "report" / "sections" / "zz.md").write_text("## A section of another command\n")
+    capsys.readouterr()
+    assert main_evaluate(["--quick", "--n", "4", "--cnn", str(cnn), "--generator", f"sc={generator}", "--baselines",
+                          "score-cam", "--ablation-n", "0", "--out", str(tmp_path / "report"), "--no-progress"]) == 0
+    report = (tmp_path / "report" / "evaluation.md").read_text()
+    assert "Distillation:" in report and "| sc (gradient) | Score-CAM |" in report
+    assert report.rstrip().endswith("## A section of another command")
+    assert not (tmp_path / "report" / "figures" / f"ablation_{cnn.stem}.png").exists()  # --ablation-n 0

@@ -39,6 +39,30 @@ def test_build_runs_and_explains_at_64(arch):
         assert rep.cgm.min() >= 0 and rep.cgm.max() <= 1
 
 
+@pytest.mark.parametrize("arch", ["shufflenet_v2_x0_5", "regnet_x_400mf", "mnasnet0_5"])
+def test_new_families_train_a_step_and_match_the_naive_layer_loop(arch):
+    """The families added for leave-one-family-out: channel shuffle + concatenation, grouped
+    bottlenecks, 5x5 inverted residuals; one training step moves the weights, and the single-pass
+    layer maps equal a naive per-layer loop on the trained model."""
+    from conftest import max_rel_error, naive_layer_maps
+
+    torch.manual_seed(0)
+    fresh = build_cnn(arch, 10, 32).state_dict()
+    model, meta = train_cnn(arch, "digits", input_size=32, epochs=1, train_size=8, batch_size=8, test_size=4,
+                            seed=0, progress=False, dtype="float32")
+    kernels = [k for k, v in fresh.items() if k.endswith("weight") and v.dim() == 4]  # every conv took the step
+    assert all(not torch.equal(model.state_dict()[k], fresh[k]) for k in kernels)
+    assert torch.equal(model.state_dict()["normalize.mean"], fresh["normalize.mean"])
+    assert fastinterp.zoo.FAMILIES[arch] in arch
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    result = fastinterp.layer_maps(model, images)
+    assert len(result.layer_names) == meta["conv_layers"]  # every conv runs on a 32 px image
+    slow = naive_layer_maps(model, images, result.layer_names, result.targets)
+    for i, (a, b) in enumerate(zip(result.maps, slow)):
+        assert a.shape == b.shape and max_rel_error(a, b) <= 1e-4, (i, result.layer_names[i])
+    assert not model.training
+
+
 def test_build_is_deterministic_and_checks_arguments():
     torch.manual_seed(3)
     a = build_cnn("resnet18", 4, 48).state_dict()

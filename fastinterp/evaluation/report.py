@@ -5,6 +5,9 @@ numbers (``<out>/evaluation.json``).
 Default: the shipped CNNs (the demo's digits mobilenet_v3_small and the textured-shapes one) and
 the shipped generators (the demo's fast generator on the gradient representation, the
 forward-only one, and the paper's GSFT). ``--quick`` runs a few images with cheap settings (CI: every cell filled).
+
+Sections made by other commands (``benchmarks/distill.py``, ``benchmarks/generalisation.py``) are
+``<out>/sections/*.md``; the report ends with each of them, in name order.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from fastinterp._version import __version__
 from fastinterp.evaluation.run import FAITHFULNESS, FIDELITY, LOCALISATION, EvaluationConfig
 
-__all__ = ["main_evaluate", "shipped_cnns", "shipped_generators", "write_report"]
+__all__ = ["distillation_table", "main_evaluate", "shipped_cnns", "shipped_generators", "write_report"]
 
 
 def _pretrained(*parts: str) -> Path:
@@ -188,6 +191,42 @@ def _targets(result: dict) -> list[str]:
     return lines
 
 
+# an expensive explanation distilled into a generator: the share of the teacher's cost the generator
+# may take (issue 13: Score-CAM 5%, RISE 1%)
+DISTILLED_COST = {"score-cam": 0.05, "rise": 0.01}
+
+
+def distillation_table(result: dict) -> list[str]:
+    """Each generator taught by an expensive method (Score-CAM, RISE) against that method on the
+    same images and batches: quality kept (insertion >= 90% of the teacher's, deletion within 10%)
+    and cost paid (ms per image as a share of the teacher's, same run)."""
+    rows, cost = result["per_image"], result["cost"]
+    taught = [n for n, m in result["methods"].items()
+              if m["kind"] == "generator" and m["teacher"] in DISTILLED_COST and m["teacher"] in rows]
+    if not taught:
+        return []
+    lines = ["| generator | teacher | deletion AUC ↓ (gen / teacher) | insertion AUC ↑ (gen / teacher) | "
+             "pointing game ↑ (gen / teacher) | fidelity MAE ↓ | fidelity r ↑ | ms / image (gen / teacher) | "
+             "cost share | targets |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name in taught:
+        teacher = result["methods"][name]["teacher"]
+        d_g, d_t = mean_se(rows[name]["deletion"])[0], mean_se(rows[teacher]["deletion"])[0]
+        i_g, i_t = mean_se(rows[name]["insertion"])[0], mean_se(rows[teacher]["insertion"])[0]
+        p_g, p_t = mean_se(rows[name]["pointing"])[0], mean_se(rows[teacher]["pointing"])[0]
+        ms_g, ms_t = cost[name]["ms_per_image"], cost[teacher]["ms_per_image"]
+        share = ms_g / ms_t
+        checks = {"insertion >= 90%": i_g >= 0.9 * i_t, "deletion within 10%": d_g <= 1.1 * d_t,
+                  f"cost <= {DISTILLED_COST[teacher]:.0%}": share <= DISTILLED_COST[teacher]}
+        verdict = ", ".join(f"{label} {'**met**' if ok else '**missed**'}" for label, ok in checks.items())
+        fid = result["fidelity"].get(name, {})
+        mae_cell = _cell(fid["mae"]) if fid else "-"
+        r_cell = _cell(fid["pearson"]) if fid else "-"
+        lines.append(f"| {result['methods'][name]['label']} | {result['methods'][teacher]['label']} | "
+                     f"{d_g:.3f} / {d_t:.3f} ({d_g / d_t:.0%}) | {i_g:.3f} / {i_t:.3f} ({i_g / i_t:.0%}) | "
+                     f"{p_g:.3f} / {p_t:.3f} | {mae_cell} | {r_cell} | {ms_g:.1f} / {ms_t:.1f} | {share:.2%} | {verdict} |")
+    return lines
+
+
 def _fidelity_table(result: dict) -> list[str]:
     if not result["fidelity"]:
         return []
@@ -255,6 +294,10 @@ def write_report(path: Path, results: list[dict], ablations: dict[str, dict[str,
         if fid:
             lines += ["Fidelity of each generator to its teacher (the baseline it was trained to imitate), same "
                       "images:", "", *fid, ""]
+        distilled = distillation_table(result)
+        if distilled:
+            lines += ["Distillation: each generator taught by an expensive method, against that method (same images, "
+                      "same batches, same run):", "", *distilled, ""]
         targets = _targets(result)
         if targets:
             lines += ["Targets:", "", *targets, ""]
@@ -272,6 +315,8 @@ def write_report(path: Path, results: list[dict], ablations: dict[str, dict[str,
                   f"**{overhead['ratio']:.2f}x** (target <= 2x).", ""]
     if reading:
         lines += ["## Reading", "", reading.strip(), ""]
+    for section in sorted((path.parent / "sections").glob("*.md")):  # written by other commands, each
+        lines += [section.read_text().strip(), ""]                   # naming the command that made it
     path.write_text("\n".join(lines))
 
 
@@ -333,7 +378,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", nargs="*", default=None, help="baselines (default: all)")
     parser.add_argument("--n", type=int, default=None, help="images per CNN (default 128; --quick 8)")
     parser.add_argument("--ablation-n", type=int, default=None,
-                        help="images of the CGM ablation, run on the first CNN only (default 48)")
+                        help="images of the CGM ablation, run on the first CNN only (default 48; 0: skip)")
     parser.add_argument("--rise-masks", type=int, default=None, help="RISE masks (default 500)")
     parser.add_argument("--steps", type=int, default=None, help="deletion / insertion steps (default 16)")
     parser.add_argument("--overhead-n", type=int, default=None,
@@ -367,7 +412,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
         n=args.n or (8 if quick else 128), batch=8 if quick else 32, steps=args.steps or (4 if quick else 16),
         road_fractions=(0.5,) if quick else (0.2, 0.4, 0.6, 0.8), rise_masks=args.rise_masks or (16 if quick else 500),
         seed=args.seed, timing_repeats=1 if quick else 3)
-    ablation_n = min(config.n, args.ablation_n or (4 if quick else 48))
+    ablation_n = min(config.n, args.ablation_n if args.ablation_n is not None else (4 if quick else 48))
     overhead_n = args.overhead_n if args.overhead_n is not None else (0 if quick else 1000)
     cnn_paths = _named_paths(args.cnn, shipped_cnns(), "--cnn")
     generator_paths = _named_paths(args.generator, shipped_generators(), "--generator") \
@@ -376,6 +421,9 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         parser.error(f"--baselines: unknown {unknown}; expected some of {BASELINES}")
+    clash = sorted(set(generator_paths) & set(BASELINES))
+    if clash:
+        parser.error(f"--generator: the names {clash} are baselines' names; name the generators otherwise (NAME=PATH)")
 
     start = time.perf_counter()
     results, ablations = [], {}
@@ -389,7 +437,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
         result = evaluate_cnn(cnn, meta["dataset"], [*methods, *generators], config, progress=not args.no_progress)
         result["cnn"] = cnn_name
         ablations[cnn_name] = {}
-        for g in generators if not results else ():  # the first CNN only: the generators' training domain
+        for g in generators if not results and ablation_n else ():  # the first CNN only: the training domain
             ablations[cnn_name][g.name] = cgm_ablation(cnn, g.explainer, result["images"][:ablation_n],
                                                        result["labels"][:ablation_n], steps=config.steps,
                                                        batch=config.batch, score_batch=config.score_batch,
