@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--all-steps", type=int, default=1500, help="steps of the all-family generator")
     parser.add_argument("--warmup-fraction", type=float, default=0.8, help="share of the steps on L1 alone")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--experiments", action="store_true",
+                        help="also: what makes a generator generalise (fewer families; a wider generator; more "
+                             "steps), each judged on the families it left out")
     parser.add_argument("--ship", action="store_true",
                         help="copy the all-family generator to fastinterp/pretrained/demo/generator.safetensors")
     args = parser.parse_args()
@@ -104,15 +107,28 @@ def main() -> None:
     families = sorted({FAMILIES[arch] for arch in args.archs}, key=lambda f: [FAMILIES[a] for a in args.archs].index(f))
     runs = {f"without_{family}": [a for a in args.archs if FAMILIES[a] != family] for family in families}
     runs["all"] = list(args.archs)
+    settings = {name: (args.all_steps if name == "all" else args.steps, []) for name in runs}
+    worst_family = None
+    if args.experiments:  # judged on what each left out; needs the leave-one-out results first
+        first = [a for a in args.archs if FAMILIES[a] in ("mobilenet", "resnet", "vgg")]
+        runs["three_families"] = first  # the families the shipped generator had
+        settings["three_families"] = (args.steps, [])
+        worst_family = json.loads((args.out / "worst.json").read_text())["family"] \
+            if (args.out / "worst.json").exists() else None
+        if worst_family is not None:
+            runs["wider"] = runs[f"without_{worst_family}"]
+            settings["wider"] = (args.steps, ["--opts", json.dumps({"channels": [32, 64, 128], "cond_channels": 32})])
+            runs["longer"] = runs[f"without_{worst_family}"]
+            settings["longer"] = (args.all_steps, [])
     for name, archs in runs.items():
-        steps = args.all_steps if name == "all" else args.steps
+        steps, extra = settings[name]
         folder = args.out / name
         if not (folder / "generator.safetensors").exists():
             folder.mkdir(parents=True, exist_ok=True)
             run(["train-generator", "--data", *[str(data[a, "train"]) for a in archs], "--kind", "fast", "--out",
                  str(folder), "--steps", str(steps), "--batch-size", "32", "--lr", "2e-4", "--strategy", "l1-warmup",
                  "--warmup-steps", str(int(args.warmup_fraction * steps)), "--checkpoint-every", "100", "--resume",
-                 *threads], timings, f"train {name}", log=folder / "train.log")
+                 *extra, *threads], timings, f"train {name}", log=folder / "train.log")
             save_timings()
     # 4. fidelity on every held-out set
     tests = [data[a, "test"] for a in args.archs] + [shapes]
@@ -150,6 +166,20 @@ def main() -> None:
                          f"{a_mae:.4f} / {a_r:.4f} | {b_mae:.4f} / {b_r:.4f} |")
     worst = min(rows)  # the lowest Pearson r
     worst_mae = max(rows, key=lambda row: row[1])
+    (args.out / "worst.json").write_text(json.dumps({"family": worst[2], "arch": worst[3]}))
+    experiment_lines = []
+    if args.experiments:
+        experiment_lines = ["| generator | trained on | steps | judged on (left out) | MAE ↓ | r ↑ | the leave-one-out "
+                            "generator there: MAE / r |", "|---|---|---:|---|---:|---:|---:|"]
+        for name in [n for n in ("three_families", "wider", "longer") if n in runs]:
+            seen = {FAMILIES[a] for a in runs[name]}
+            for arch in [a for a in args.archs if FAMILIES[a] not in seen]:
+                mae, mae_se, r, r_se = cell(name, data[arch, "test"])
+                b_mae, _, b_r, _ = cell(f"without_{FAMILIES[arch]}", data[arch, "test"])
+                options = settings[name][1][1] if settings[name][1] else "default size"
+                experiment_lines.append(
+                    f"| {name} ({options}) | {', '.join(sorted(seen))} | {settings[name][0]} | {FAMILIES[arch]} | "
+                    f"{mae:.4f} ± {mae_se:.4f} | {r:.4f} ± {r_se:.4f} | {b_mae:.4f} / {b_r:.4f} |")
     met = worst[0] >= TARGET["pearson"] and worst_mae[1] <= TARGET["mae"]
     shape_lines = ["| generator | MAE ↓ | r ↑ |", "|---|---:|---:|"]
     for name in generators:
@@ -178,6 +208,9 @@ the demo generator this run replaces (trained on mobilenet, resnet and vgg only)
 {worst_mae[1]:.4f} ({worst_mae[2]}). Target r >= {TARGET['pearson']} and MAE <= {TARGET['mae']}:
 {'**met**' if met else '**missed**'}.**
 
+{"What makes a generator generalise (`--experiments`): fewer families, a wider generator, more steps, each "
+ "judged on the families it did not see:" + chr(10) + chr(10) + chr(10).join(experiment_lines) + chr(10)
+ if experiment_lines else ""}
 Second axis, a dataset no generator saw: {args.test_n} held-out textured shapes explained by the shipped shapes
 CNN (mobilenet_v3_small):
 

@@ -527,7 +527,8 @@ def main_build(argv: list[str] | None = None) -> int:
                         help="zoo checkpoints (.safetensors); the id of each is its file name stem")
     parser.add_argument("--dataset", required=True,
                         help=f"{' or '.join(sorted(DATASETS))} (synthetic), or a folder <class>/<image>")
-    parser.add_argument("--n", type=int, required=True, help="number of examples")
+    parser.add_argument("--n", "--examples", dest="n", type=int, required=True,
+                        help="number of examples (--examples under torchrun, whose parser takes --n for its own)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="synthetic split")
     parser.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")

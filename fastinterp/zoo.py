@@ -16,7 +16,8 @@ that the total stride is 16 (last conv map 4x4 at 64x64):
 - shufflenet_v2_x0_5 (56 convs; channel split, concatenation and channel shuffle, no
   squeeze-excitation): stem conv stride 1 (was 2), max-pool kept.
 - regnet_x_400mf (71 convs; grouped 3x3 convs of group width 16 in residual bottlenecks): stem
-  stride 1 (was 2).
+  stride 1 (was 2); always the last BatchNorm of each residual branch zero-initialised (was 1: with
+  it, 20,480 images reached 59% test accuracy).
 - mnasnet0_5 (52 convs; inverted residuals with 5x5 depthwise convs, no squeeze-excitation): stem
   stride 1 (was 2); always BatchNorm momentum 0.1 (was 0.0003).
 
@@ -82,7 +83,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "efficientnet_b0": {"epochs": 1, "train_size": 16384, "batch_size": 32, "lr": 2e-3},
     "densenet121": {"epochs": 1, "train_size": 12800, "batch_size": 32, "lr": 2e-3},
     "shufflenet_v2_x0_5": {"epochs": 1, "train_size": 81920, "batch_size": 32, "lr": 2e-3},
-    "regnet_x_400mf": {"epochs": 1, "train_size": 20480, "batch_size": 32, "lr": 2e-3},
+    "regnet_x_400mf": {"epochs": 1, "train_size": 30720, "batch_size": 32, "lr": 2e-3},
     "mnasnet0_5": {"epochs": 1, "train_size": 61440, "batch_size": 32, "lr": 2e-3},
 }
 _STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -176,6 +177,9 @@ def build_cnn(arch: str, num_classes: int, input_size: int = 64) -> ZooCNN:
             net.conv1[0].stride = (1, 1)
     elif arch == "regnet_x_400mf":
         net = models.regnet_x_400mf(weights=None, num_classes=num_classes)
+        for block in net.trunk_output.modules():  # 22 residual blocks: start each as the identity
+            if isinstance(block, torchvision.models.regnet.ResBottleneckBlock):
+                nn.init.zeros_(block.f.c[1].weight)
         if small:
             net.stem[0].stride = (1, 1)
     else:  # mnasnet0_5
