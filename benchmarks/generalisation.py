@@ -68,6 +68,11 @@ def main() -> None:
     parser.add_argument("--all-steps", type=int, default=1500, help="steps of the all-family generator")
     parser.add_argument("--warmup-fraction", type=float, default=0.8, help="share of the steps on L1 alone")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--opts", default="{}", help="generator options of every run, as JSON "
+                        "(e.g. '{\"normalize_cgm\": true}')")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the datasets (default: <out>/data)")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another run's folder (other --opts, same data): its left-out fidelity beside this one's")
     parser.add_argument("--experiments", action="store_true",
                         help="also: what makes a generator generalise (fewer families; a wider generator; more "
                              "steps), each judged on the families it left out")
@@ -92,14 +97,14 @@ def main() -> None:
     data = {}
     for arch in args.archs:
         for split, n in (("train", args.train_n), ("test", args.test_n)):
-            folder = args.out / "data" / arch / split
+            folder = (args.data_dir or args.out / "data") / arch / split
             if not _complete(folder):
                 run(["build-dataset", "--cnn", str(checkpoint[arch]), "--dataset", "digits", "--split", split,
                      "--n", str(n), "--out", str(folder), *REP, "--no-progress", *threads], timings,
                     f"build {arch} {split}")
             data[arch, split] = folder
         save_timings()
-    shapes = args.out / "data" / "shapes" / "test"
+    shapes = (args.data_dir or args.out / "data") / "shapes" / "test"
     if not _complete(shapes):
         run(["build-dataset", "--cnn", str(SHAPES_CNN), "--dataset", "shapes", "--split", "test", "--n",
              str(args.test_n), "--out", str(shapes), *REP, "--no-progress", *threads], timings, "build shapes test")
@@ -107,19 +112,21 @@ def main() -> None:
     families = sorted({FAMILIES[arch] for arch in args.archs}, key=lambda f: [FAMILIES[a] for a in args.archs].index(f))
     runs = {f"without_{family}": [a for a in args.archs if FAMILIES[a] != family] for family in families}
     runs["all"] = list(args.archs)
-    settings = {name: (args.all_steps if name == "all" else args.steps, []) for name in runs}
+    opts = ["--opts", args.opts] if json.loads(args.opts) else []
+    settings = {name: (args.all_steps if name == "all" else args.steps, opts) for name in runs}
     worst_family = None
     if args.experiments:  # judged on what each left out; needs the leave-one-out results first
         first = [a for a in args.archs if FAMILIES[a] in ("mobilenet", "resnet", "vgg")]
         runs["three_families"] = first  # the families the shipped generator had
-        settings["three_families"] = (args.steps, [])
+        settings["three_families"] = (args.steps, opts)
         worst_family = json.loads((args.out / "worst.json").read_text())["family"] \
             if (args.out / "worst.json").exists() else None
         if worst_family is not None:
             runs["wider"] = runs[f"without_{worst_family}"]
-            settings["wider"] = (args.steps, ["--opts", json.dumps({"channels": [32, 64, 128], "cond_channels": 32})])
+            wider = {**json.loads(args.opts), "channels": [32, 64, 128], "cond_channels": 32}
+            settings["wider"] = (args.steps, ["--opts", json.dumps(wider)])
             runs["longer"] = runs[f"without_{worst_family}"]
-            settings["longer"] = (args.all_steps, [])
+            settings["longer"] = (args.all_steps, opts)
     for name, archs in runs.items():
         steps, extra = settings[name]
         folder = args.out / name
@@ -152,8 +159,14 @@ def main() -> None:
         row = reports[name][str(folder)]["all"]
         return row["mae"], row["mae_se"], row["pearson"], row["pearson_se"]
 
+    compared = {}
+    if args.compare is not None:
+        for family in families:
+            compared[family] = json.loads((args.compare / f"fidelity_without_{family}.json").read_text())["reports"]
     lines = ["| left-out family (CNN) | trained on | MAE ↓ (left out) | r ↑ (left out) | all-family generator: "
-             "MAE / r (seen) | before (3 families): MAE / r |", "|---|---|---:|---:|---:|---:|"]
+             "MAE / r (seen) | before (3 families): MAE / r |"
+             + (f" {args.compare.name} (left out): MAE / r |" if compared else ""),
+             "|---|---|---:|---:|---:|---:|" + ("---:|" if compared else "")]
     rows = []
     for family in families:
         for arch in [a for a in args.archs if FAMILIES[a] == family]:
@@ -162,8 +175,12 @@ def main() -> None:
             b_mae, _, b_r, _ = cell("before", data[arch, "test"])
             others = ", ".join(FAMILIES[a] for a in runs[f"without_{family}"])
             rows.append((r, mae, family, arch))
+            extra = ""
+            if compared:
+                row = compared[family][str(data[arch, "test"])]["all"]
+                extra = f" {row['mae']:.4f} / {row['pearson']:.4f} |"
             lines.append(f"| {family} ({arch}) | {others} | {mae:.4f} ± {mae_se:.4f} | {r:.4f} ± {r_se:.4f} | "
-                         f"{a_mae:.4f} / {a_r:.4f} | {b_mae:.4f} / {b_r:.4f} |")
+                         f"{a_mae:.4f} / {a_r:.4f} | {b_mae:.4f} / {b_r:.4f} |{extra}")
     worst = min(rows)  # the lowest Pearson r
     worst_mae = max(rows, key=lambda row: row[1])
     (args.out / "worst.json").write_text(json.dumps({"family": worst[2], "arch": worst[3]}))
@@ -176,7 +193,7 @@ def main() -> None:
             for arch in [a for a in args.archs if FAMILIES[a] not in seen]:
                 mae, mae_se, r, r_se = cell(name, data[arch, "test"])
                 b_mae, _, b_r, _ = cell(f"without_{FAMILIES[arch]}", data[arch, "test"])
-                options = settings[name][1][1] if settings[name][1] else "default size"
+                options = settings[name][1][1] if settings[name][1] else "default options"
                 experiment_lines.append(
                     f"| {name} ({options}) | {', '.join(sorted(seen))} | {settings[name][0]} | {FAMILIES[arch]} | "
                     f"{mae:.4f} ± {mae_se:.4f} | {r:.4f} ± {r_se:.4f} | {b_mae:.4f} / {b_r:.4f} |")
@@ -192,12 +209,13 @@ def main() -> None:
 
     section = f"""## Generalisation: leave one architecture family out
 
-Made by `python benchmarks/generalisation.py{' --ship' if args.ship else ''}` (torch {torch.__version__},
+Made by `python benchmarks/generalisation.py {' '.join(sys.argv[1:])}` (torch {torch.__version__},
 {platform.machine()}, {args.threads} threads per command). Each CNN of the digits zoo explains {args.train_n}
 train-split digits (the generators' data) and {args.test_n} held-out test-split digits, in the demo's
 representation (gradient, K = 8, teacher Grad-CAM of the last conv layer). For each family, a fast generator is
 trained on the other families' data ({args.steps} steps of batch 32, L1 alone for the first
-{int(args.warmup_fraction * args.steps)}, then pix2pix) and judged on the left-out family's held-out digits:
+{int(args.warmup_fraction * args.steps)}, then pix2pix; generator options {args.opts}) and judged on the left-out
+family's held-out digits:
 fidelity to the teacher, MAE and Pearson r per map, mean ± SE over images. The all-family generator
 ({args.all_steps} steps) saw every family{' and is the shipped demo generator' if args.ship else ''}; "before" is
 the demo generator this run replaces (trained on mobilenet, resnet and vgg only).

@@ -279,15 +279,19 @@ class FastGenerator(_Generator):
     output drives one SFT block per scale in the encoder and decoder (``blocks`` at the bottom).
     stem: conv3x3 on concat(image, CGMs); down: stride-2 conv3x3; up: nearest x2 + conv3x3, concat
     skip, conv3x3. Output: sigmoid(conv3x3(features) + conv1x1(CGMs)) -- the 1x1 path
-    (``cgm_skip``) lets the map start from a learned mix of the CGMs. Static control flow and
-    standard ops only (ONNX-exportable). S must be divisible by 2**D.
+    (``cgm_skip``) lets the map start from a learned mix of the CGMs. With ``normalize_cgm`` each
+    CGM is first min-max scaled to [0, 1] per image (the CNN families of the zoo keep 0.3-0.65 of
+    the first CGM's peak in the deep ones), so the output does not change when a CGM is scaled or
+    shifted. Static control flow and standard ops only (ONNX-exportable). S must be divisible by
+    2**D.
     """
 
     def __init__(self, k: int, size: int, channels: list[int], cond_channels: int, blocks: int,
-                 cgm_skip: bool):
+                 cgm_skip: bool, normalize_cgm: bool = False):
         super().__init__()
         depth = len(channels) - 1
         self.depth = depth
+        self.normalize_cgm = normalize_cgm
         self.conditions = nn.ModuleList(
             nn.Sequential(nn.Conv2d(k, cond_channels, 3, padding=1), nn.LeakyReLU(_SLOPE),
                           nn.Conv2d(cond_channels, cond_channels, 1), nn.LeakyReLU(_SLOPE))
@@ -305,6 +309,9 @@ class FastGenerator(_Generator):
 
     def forward(self, image: torch.Tensor, cgm: torch.Tensor) -> torch.Tensor:
         self._check(image, cgm)
+        if self.normalize_cgm:  # each CGM min-max scaled to [0, 1]: CNNs differ in how much contrast they keep
+            low = cgm.amin(dim=(2, 3), keepdim=True)
+            cgm = (cgm - low) / (cgm.amax(dim=(2, 3), keepdim=True) - low).clamp_min(1e-6)
         conds = [self.conditions[0](cgm)]
         for s in range(1, self.depth + 1):
             conds.append(self.conditions[s](F.avg_pool2d(cgm, 2**s)))
@@ -339,7 +346,8 @@ def _paper_defaults(kind: str, k: int) -> dict[str, Any]:
     }
 
 
-_FAST_DEFAULTS: dict[str, Any] = {"channels": [16, 32, 64], "cond_channels": 16, "blocks": 2, "cgm_skip": True}
+_FAST_DEFAULTS: dict[str, Any] = {"channels": [16, 32, 64], "cond_channels": 16, "blocks": 2, "cgm_skip": True,
+                                  "normalize_cgm": False}
 
 
 def build_generator(kind: str, k: int = 8, size: int = 64, **opts: Any) -> nn.Module:
@@ -350,7 +358,8 @@ def build_generator(kind: str, k: int = 8, size: int = 64, **opts: Any) -> nn.Mo
         k: number of CGMs K; size: the square input size S (the forward checks both).
         opts: "gsft"/"lsft": blocks (32 / 2K-1), channels (64), cond_channels (32),
             cond_hidden (128), sft_hidden (32). "fast": channels ([16, 32, 64]: one scale each),
-            cond_channels (16), blocks (2, at the coarsest scale), cgm_skip (True).
+            cond_channels (16), blocks (2, at the coarsest scale), cgm_skip (True), normalize_cgm
+            (False: each CGM min-max scaled per image first).
     Returns the module with ``config`` = {kind, k, size, **all options}; ``build_generator(**config)``
     rebuilds it.
     """
@@ -364,6 +373,7 @@ def build_generator(kind: str, k: int = 8, size: int = 64, **opts: Any) -> nn.Mo
         o["cond_channels"] = _int("cond_channels", o["cond_channels"])
         o["blocks"] = _int("blocks", o["blocks"], minimum=0)
         o["cgm_skip"] = _bool("cgm_skip", o["cgm_skip"])
+        o["normalize_cgm"] = _bool("normalize_cgm", o["normalize_cgm"])
         factor = 2 ** (len(o["channels"]) - 1)
         if size % factor:
             raise ValueError(

@@ -102,6 +102,26 @@ def test_fast_generator_exports_with_a_dynamic_batch():
     assert ops <= {"conv2d", "leaky_relu", "add", "mul", "cat", "avg_pool2d", "upsample_nearest2d", "sigmoid"}, ops
 
 
+def test_normalized_cgm_inputs_ignore_each_maps_scale_and_offset():
+    """normalize_cgm: each CGM min-max scaled per image, so a CNN family that keeps less contrast in
+    its deep maps feeds the same input; exports to standard ops; off by default (older checkpoints)."""
+    torch.manual_seed(0)
+    g = build_generator("fast", k=3, size=16, **TINY["fast"], normalize_cgm=True).eval()
+    assert build_generator("fast", k=3, size=16).config["normalize_cgm"] is False
+    image, cgm = inputs(2, 3, 16)
+    scale = torch.tensor([0.3, 1.0, 2.5]).view(1, 3, 1, 1)
+    offset = torch.tensor([0.1, -0.2, 0.0]).view(1, 3, 1, 1)
+    assert torch.allclose(g(image, cgm * scale + offset), g(image, cgm), atol=1e-5)
+    plain = build_generator("fast", k=3, size=16, **TINY["fast"]).eval()
+    plain.load_state_dict(g.state_dict())
+    assert not torch.allclose(plain(image, cgm * scale), plain(image, cgm), atol=1e-3)  # the option is what does it
+    flat = cgm.clone()
+    flat[:, 1] = 0.5  # a constant map: no division by zero
+    assert torch.isfinite(g(image, flat)).all()
+    program = torch.export.export(g, inputs(2, 3, 16))
+    assert torch.allclose(program.module()(image, cgm), g(image, cgm), atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", GENERATOR_KINDS)
 def test_config_round_trip_rebuilds_the_same_architecture(kind):
     g = build_generator(kind, k=3, size=16, **TINY[kind])
