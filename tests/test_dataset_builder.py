@@ -249,8 +249,8 @@ def test_cli(tmp_path, capsys):
     data = ExplanationDataset(tmp_path / "set")
     assert len(data) == 3 and data.cnn_ids == ["mobilenet_v3_small_digits"]
     assert "3 of 3 examples in 2 of 2 shards" in capsys.readouterr().out
-    # the same build over two local processes: the same bytes
-    assert main_build(["--cnn", str(checkpoint), "--dataset", "digits", "--n", "3", "--out", str(tmp_path / "two"),
+    # the same build over two local processes: the same bytes (--examples: --n under torchrun)
+    assert main_build(["--cnn", str(checkpoint), "--dataset", "digits", "--examples", "3", "--out", str(tmp_path / "two"),
                        "--size", "32", "--shard-size", "2", "--no-progress", "--processes", "2",
                        "--threads", str(torch.get_num_threads())]) == 0
     assert "3 of 3 examples in 2 of 2 shards" in capsys.readouterr().out

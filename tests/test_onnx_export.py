@@ -252,9 +252,10 @@ def test_export_leaves_the_models_untouched(tmp_path, small_cnn):
     assert_same_state(before_generator, model_state(generator))
 
 
-def test_generator_only_export(tmp_path):
+@pytest.mark.parametrize("kind, opts", [("lsft", {}), ("fast", {"normalize_cgm": True})])
+def test_generator_only_export(tmp_path, kind, opts):
     torch.manual_seed(0)
-    generator = build_generator("lsft", k=4, size=32)
+    generator = build_generator(kind, k=4, size=32, **opts)
     path = export_generator(generator, tmp_path / "generator.onnx")
     onnx.checker.check_model(str(path), full_check=True)
     import onnxruntime as ort
