@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CNN = REPO / "fastinterp" / "pretrained" / "demo" / "cnn.safetensors"
+CNN = Path("fastinterp/pretrained/demo/cnn.safetensors")  # run from the repository root
 TEACHERS = {"score-cam": "score_cam", "rise": "rise"}
 NAMES = {"score-cam": "sc-fast", "rise": "rise-fast"}  # generator names in the report
 KINDS = {"gradient": "", "activation": "-fo"}
@@ -77,7 +77,7 @@ def main() -> None:
             timings_path.parent.mkdir(parents=True, exist_ok=True)
             timings_path.write_text(json.dumps(timings, indent=1))
     if args.ship:
-        target = REPO / "fastinterp" / "pretrained" / "distilled"
+        target = Path("fastinterp/pretrained/distilled")
         target.mkdir(exist_ok=True)
         for name, path in generators.items():
             shutil.copy(path, target / f"{name}.safetensors")
