@@ -21,26 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import run_timed as run, timings_table, write_section
+
 CNN = Path("fastinterp/pretrained/demo/cnn.safetensors")  # run from the repository root
 TEACHERS = {"score-cam": "score_cam", "rise": "rise"}
 NAMES = {"score-cam": "sc-fast", "rise": "rise-fast"}  # generator names in the report
 KINDS = {"gradient": "", "activation": "-fo"}
 REP = ["--k", "8", "--size", "64", "--teacher", "last", "--no-skip-1x1"]
-
-
-def run(command: list[str], timings: dict, key: str) -> None:
-    """Run ``python -m fastinterp <command>``, echoing it; record its wall time under ``key``."""
-    print("$ python -m fastinterp " + " ".join(command), flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fastinterp", *command], check=True)
-    timings[key] = round(time.perf_counter() - start, 1)
-    print(f"  {key}: {timings[key]:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -89,12 +80,10 @@ def main() -> None:
          "--out", str(out), "--no-progress", *threads], timings, "evaluate")
     timings_path.write_text(json.dumps(timings, indent=1))
 
-    sys.path.insert(0, str(REPO))
     from fastinterp.evaluation.report import distillation_table
 
     state = json.loads((out / "evaluation.json").read_text())
     result = state["results"][0]
-    steps = "\n".join(f"| {key} | {seconds / 60:.1f} |" for key, seconds in timings.items())
     section = f"""## Distillation: Score-CAM and RISE in one pass
 
 Made by `python benchmarks/distill.py{' --ship' if args.ship else ''}` ({state['machine']}, {args.threads} threads per
@@ -111,16 +100,9 @@ AUC at most 10% above it, at most 5% of Score-CAM's cost and 1% of RISE's (ms pe
 
 Wall time of each step (minutes; building a dataset is dominated by the teacher, one Score-CAM or RISE per image):
 
-| step | min |
-|---|---:|
-{steps}
+{timings_table(timings)}
 """
-    (args.report / "sections").mkdir(parents=True, exist_ok=True)
-    (args.report / "sections" / "distillation.md").write_text(section)
-    if (args.report / "evaluation.json").exists():  # the main report, made by benchmarks/evaluate.py
-        subprocess.run([sys.executable, "-m", "fastinterp", "evaluate", "--render-only", "--out", str(args.report),
-                        "--reading", str(REPO / "benchmarks" / "evaluation_reading.md")], check=True)
-    print(section)
+    write_section(args.report, "distillation", section)
 
 
 if __name__ == "__main__":

@@ -23,30 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_generators import REPRESENTATION as REP  # the demo's representation
+from sections import run_timed as run, timings_table, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHS = ["mobilenet_v3_small", "resnet18", "vgg13_bn", "densenet121", "shufflenet_v2_x0_5", "regnet_x_400mf"]
-REP = ["--k", "8", "--size", "64", "--method", "gradcam", "--order", "first_to_last", "--teacher", "last",
-       "--no-skip-1x1"]
 SHAPES_CNN = REPO / "fastinterp" / "pretrained" / "shapes" / "cnn.safetensors"
 DEMO = REPO / "fastinterp" / "pretrained" / "demo" / "generator.safetensors"
 TARGET = {"pearson": 0.9, "mae": 0.08}  # on the worst left-out family
-
-
-def run(command: list[str], timings: dict, key: str, log: Path | None = None) -> None:
-    """Run ``python -m fastinterp <command>``, echoing it; record its wall time under ``key``."""
-    print("$ python -m fastinterp " + " ".join(command), flush=True)
-    start = time.perf_counter()
-    with open(log, "w") if log else open("/dev/null", "w") as sink:
-        subprocess.run([sys.executable, "-m", "fastinterp", *command], check=True,
-                       stdout=sink if log else None, stderr=subprocess.STDOUT if log else None)
-    timings[key] = round(time.perf_counter() - start, 1)
-    print(f"  {key}: {timings[key]:.0f} s", flush=True)
 
 
 def _complete(folder: Path) -> bool:
@@ -202,9 +192,6 @@ def main() -> None:
     for name in generators:
         mae, mae_se, r, r_se = cell(name, shapes)
         shape_lines.append(f"| {name} | {mae:.4f} ± {mae_se:.4f} | {r:.4f} ± {r_se:.4f} |")
-    steps = "\n".join(f"| {key} | {seconds / 60:.1f} |" for key, seconds in timings.items())
-    import platform
-
     import torch
 
     section = f"""## Generalisation: leave one architecture family out
@@ -236,16 +223,9 @@ CNN (mobilenet_v3_small):
 
 Wall time of each step (minutes):
 
-| step | min |
-|---|---:|
-{steps}
+{timings_table(timings)}
 """
-    (args.report / "sections").mkdir(parents=True, exist_ok=True)
-    (args.report / "sections" / "generalisation.md").write_text(section)
-    if (args.report / "evaluation.json").exists():  # the main report, made by benchmarks/evaluate.py
-        subprocess.run([sys.executable, "-m", "fastinterp", "evaluate", "--render-only", "--out", str(args.report),
-                        "--reading", str(REPO / "benchmarks" / "evaluation_reading.md")], check=True)
-    print(section)
+    write_section(args.report, "generalisation", section)
 
 
 if __name__ == "__main__":

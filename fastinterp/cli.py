@@ -129,9 +129,10 @@ def main_train(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     parts = [ExplanationDataset(folder) for folder in args.data]
     # what the generator's inputs must be made with (fastinterp.representation_options reads it back)
-    # and what it imitates: the representation's own teacher map or another method's
-    shared = ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize", "teacher_method",
-              "teacher_options")
+    # and what it imitates (the representation's own teacher map or another method's): every
+    # dataset must agree on both
+    representation_keys = ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize")
+    shared = (*representation_keys, "teacher_method", "teacher_options")
     first = parts[0].config
     for folder, part in zip(args.data[1:], parts[1:]):
         differ = [key for key in shared if part.config.get(key) != first.get(key)]
@@ -148,7 +149,7 @@ def main_train(argv: list[str] | None = None) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, l1_weight=args.l1_weight,
                          strategy=args.strategy, d_every=args.d_every, warmup_steps=args.warmup_steps,
                          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
-    representation = {key: first[key] for key in shared[:8] if key in first}
+    representation = {key: first[key] for key in representation_keys if key in first}
     teacher_method = first.get("teacher_method") or first.get("method")
     cnns = [cnn for part in parts for cnn in part.config.get("cnns", [])]
     metadata = {"dataset": str(args.data[0]) if len(parts) == 1 else [str(folder) for folder in args.data],

@@ -616,7 +616,7 @@ def _run_build(args: argparse.Namespace) -> None:
     if args.dataset not in DATASETS:
         sizes = {getattr(m, "input_size", None) for _, m in cnns}
         if len(sizes) != 1:
-            raise SystemExit(f"build-dataset: --cnn: the CNNs take different input sizes {sorted(sizes)}")
+            raise ValueError(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
         dataset = image_folder(args.dataset, sizes.pop())
     rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("kind", "method", "order", "teacher", "skip_1x1")}
     rep.update({key: getattr(args, key) for key in rep if getattr(args, key) is not None})
