@@ -15,12 +15,14 @@ explains every image). Shard ``s`` holds examples ``s * shard_size ...``; each s
 in the same batches whatever happened before, so a run resumed after an interruption writes the
 same bytes as an uninterrupted one (same torch build, thread count and backend).
 
-Several processes (``torchrun``, or ``fastinterp build-dataset --processes N`` on one machine)
-split the shards: with ``torch.distributed`` initialised, shard ``s`` is computed by rank
-``s % world`` (each rank on its own device), which records each finished shard in its own
-``manifest.rank-RRRRR.json``. Once every rank is done, rank 0 checks every shard's sha256 and
-writes ``manifest.json``. A resumed build (any number of processes) keeps every verified shard of
-the manifest and of leftover rank files, so the bytes are those of a single-process build.
+Several processes split the shards: shard ``s`` is computed by rank ``s % world`` (each rank on
+its own device), which records each finished shard in its own ``manifest.rank-RRRRR.json``.
+Under ``torchrun`` (``torch.distributed`` initialised) rank 0 then checks every shard's sha256 and
+writes ``manifest.json``, the ranks agreeing over gloo. ``fastinterp build-dataset --processes N``
+on one machine needs no process group: N workers build their parts (``part=(rank, N)``), and once
+all have finished the parent's own call verifies every shard and writes the manifest. A resumed
+build (any number of processes) keeps every verified shard of the manifest and of leftover rank
+files, so the bytes are those of a single-process build.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import json
 import math
 import operator
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,7 @@ def build_dataset(
     backend: str = "auto",
     progress: bool = True,
     max_shards: int | None = None,
+    part: tuple[int, int] | None = None,
 ) -> Path:
     """Explain ``n`` examples with ``cnns`` and write them as shards to ``out_dir``; returns the
     manifest path. Re-running with the same arguments skips every shard whose sha256 matches the
@@ -280,9 +282,15 @@ def build_dataset(
         max_shards: stop after computing this many new shards (time-limited jobs; per process when
             several share the build); rerun to go on.
 
-    Under ``torch.distributed`` (``torchrun``, or ``fastinterp build-dataset --processes N``) every
-    rank calls this with the same arguments and its own CNNs' device; shard ``s`` is computed by
-    rank ``s % world``, and rank 0 writes the manifest once every rank's shards are verified.
+        part: ``(rank, world)`` of a build split over processes that do not talk to each other:
+            compute only the shards ``s`` with ``s % world == rank``, record them in this rank's
+            file and write no manifest; returns that file. A later call with the same arguments
+            and no ``part`` verifies every rank's shards and writes the manifest (computing
+            whatever a rank left undone).
+
+    Under ``torch.distributed`` (``torchrun``) every rank calls this with the same arguments and
+    its own CNNs' device; shard ``s`` is computed by rank ``s % world``, and rank 0 writes the
+    manifest once every rank's shards are verified.
     """
     from tqdm.auto import tqdm
 
@@ -295,6 +303,13 @@ def build_dataset(
             raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     if max_shards is not None and (isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 0):
         raise ValueError(f"max_shards: expected None or an int >= 0, got {max_shards!r}")
+    collective_world = _rank_world()[1]
+    if part is not None:
+        if (not isinstance(part, tuple) or len(part) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in part)
+                or not 0 <= part[0] < part[1]):
+            raise ValueError(f"part: expected None or (rank, world) ints with 0 <= rank < world, got {part!r}")
+        if collective_world > 1:
+            raise ValueError("part: the ranks come from torch.distributed here; leave part at None")
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     order = default_order(kind) if order is None else order
@@ -342,7 +357,8 @@ def build_dataset(
         raise ValueError(f"out_dir: {out_dir} holds a dataset built with another config (differs in {differ}); "
                          "pass another out_dir or delete it")
     num_shards = math.ceil(n / shard_size)
-    rank, world = _rank_world()
+    rank, world = _rank_world() if part is None else part
+    collective = collective_world > 1  # ranks that agree over torch.distributed, not through a later call
     entries: dict[int, dict[str, Any]] = {}
     in_manifest = {entry["index"] for entry in (previous or {}).get("shards", [])}
     recorded = list((previous or {}).get("shards", []))
@@ -389,7 +405,9 @@ def build_dataset(
                 _write_json(_rank_file(out_dir, rank), {"format": RANK_FORMAT, "config": config, "shards": written})
     finally:
         bar.close()
-    if world > 1:  # rank 0 verifies every rank's shards, then writes the one manifest
+    if part is not None:  # the call that follows all parts writes the manifest
+        return _rank_file(out_dir, rank)
+    if collective:  # rank 0 verifies every rank's shards, then writes the one manifest
         reports: list[Any] = [None] * world
         dist.all_gather_object(reports, written)
         if rank == 0:
@@ -404,7 +422,7 @@ def build_dataset(
         _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
         for path in _rank_files(out_dir):  # now in the manifest
             path.unlink()
-    if world > 1:
+    if collective:
         dist.barrier()  # no rank returns before the manifest is written
     return out_dir / MANIFEST
 
@@ -497,25 +515,21 @@ def _load_cnns(paths: Sequence[Path], device: str | torch.device = "cpu") -> lis
     return cnns
 
 
-def _rank_device(requested: str | None) -> torch.device:
+def _rank_device(requested: str | None, rank: int) -> torch.device:
     """``requested``, else this rank's own GPU (``LOCAL_RANK``, or the rank, modulo the GPUs) when
     CUDA is there, else the CPU."""
     if requested is not None:
         return torch.device(requested)
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    rank, _ = _rank_world()
     local = int(os.environ.get("LOCAL_RANK", rank))
     return torch.device("cuda", local % torch.cuda.device_count())
 
 
-def _spawned_build(rank: int, world: int, init_file: str, args: argparse.Namespace) -> None:
-    """One process of ``--processes N``: joins the gloo group, then builds its shards."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        _run_build(args)
-    finally:
-        dist.destroy_process_group()
+def _spawned_build(rank: int, world: int, args: argparse.Namespace) -> None:
+    """One worker of ``--processes N``: builds the shards ``s % N == rank`` and records them in its
+    rank file (no process group: the parent writes the manifest once every worker is done)."""
+    _run_build(args, part=(rank, world))
 
 
 def main_build(argv: list[str] | None = None) -> int:
@@ -592,9 +606,8 @@ def main_build(argv: list[str] | None = None) -> int:
             args.threads = max(1, (os.cpu_count() or 1) // args.processes)
         import torch.multiprocessing as mp
 
-        with tempfile.TemporaryDirectory() as folder:
-            mp.spawn(_spawned_build, args=(args.processes, str(Path(folder) / "init"), args),
-                     nprocs=args.processes, join=True)
+        mp.spawn(_spawned_build, args=(args.processes, args), nprocs=args.processes, join=True)
+        _run_build(args, finish=True)  # verifies every worker's shards, writes the manifest
         return _report(args)
     if torchrun and not dist.is_initialized():
         dist.init_process_group("gloo")  # env:// from torchrun; only shard lists travel over it
@@ -607,11 +620,14 @@ def main_build(argv: list[str] | None = None) -> int:
     return _report(args)
 
 
-def _run_build(args: argparse.Namespace) -> None:
-    """This process's part of ``fastinterp build-dataset`` (all of it without torch.distributed)."""
+def _run_build(args: argparse.Namespace, part: tuple[int, int] | None = None, finish: bool = False) -> None:
+    """This process's part of ``fastinterp build-dataset``: all of it alone, its ranks' shards
+    under torch.distributed or as ``part``, or (``finish``) only the verification and manifest
+    after the parts."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    cnns = _load_cnns(args.cnn, _rank_device(args.device))
+    rank = part[0] if part is not None else _rank_world()[0]
+    cnns = _load_cnns(args.cnn, torch.device("cpu") if finish else _rank_device(args.device, rank))
     dataset: object = args.dataset
     if args.dataset not in DATASETS:
         sizes = {getattr(m, "input_size", None) for _, m in cnns}
@@ -625,7 +641,8 @@ def _run_build(args: argparse.Namespace) -> None:
                   allow_teacher_input=args.allow_teacher_input,
                   teacher_method=args.teacher_method, teacher_options=args.teacher_options,
                   target=args.target, assign=args.assign,
-                  dtype=args.dtype, progress=not args.no_progress, max_shards=args.max_shards)
+                  dtype=args.dtype, progress=not (args.no_progress or finish),
+                  max_shards=0 if finish else args.max_shards, part=part)
 
 
 def _report(args: argparse.Namespace) -> int:
