@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--opts", default="{}", help="generator options of every run, as JSON "
                         "(e.g. '{\"normalize_cgm\": true}')")
+    parser.add_argument("--augment", nargs="+", default=[], help="train-generator --augment of every run "
+                        "(flip, cgm-gain)")
     parser.add_argument("--data-dir", type=Path, default=None, help="the datasets (default: <out>/data)")
     parser.add_argument("--compare", type=Path, default=None,
                         help="another run's folder (other --opts, same data): its left-out fidelity beside this one's")
@@ -102,7 +104,7 @@ def main() -> None:
     families = sorted({FAMILIES[arch] for arch in args.archs}, key=lambda f: [FAMILIES[a] for a in args.archs].index(f))
     runs = {f"without_{family}": [a for a in args.archs if FAMILIES[a] != family] for family in families}
     runs["all"] = list(args.archs)
-    opts = ["--opts", args.opts] if json.loads(args.opts) else []
+    opts = (["--opts", args.opts] if json.loads(args.opts) else []) + (["--augment", *args.augment] if args.augment else [])
     settings = {name: (args.all_steps if name == "all" else args.steps, opts) for name in runs}
     worst_family = None
     if args.experiments:  # judged on what each left out; needs the leave-one-out results first
@@ -114,7 +116,7 @@ def main() -> None:
         if worst_family is not None:
             runs["wider"] = runs[f"without_{worst_family}"]
             wider = {**json.loads(args.opts), "channels": [32, 64, 128], "cond_channels": 32}
-            settings["wider"] = (args.steps, ["--opts", json.dumps(wider)])
+            settings["wider"] = (args.steps, ["--opts", json.dumps(wider)] + opts[2 if json.loads(args.opts) else 0:])
             runs["longer"] = runs[f"without_{worst_family}"]
             settings["longer"] = (args.all_steps, opts)
     for name, archs in runs.items():
@@ -154,7 +156,7 @@ def main() -> None:
         for family in families:
             compared[family] = json.loads((args.compare / f"fidelity_without_{family}.json").read_text())["reports"]
     lines = ["| left-out family (CNN) | trained on | MAE ↓ (left out) | r ↑ (left out) | all-family generator: "
-             "MAE / r (seen) | before (3 families): MAE / r |"
+             "MAE / r (seen) | generator replaced: MAE / r |"
              + (f" {args.compare.name} (left out): MAE / r |" if compared else ""),
              "|---|---|---:|---:|---:|---:|" + ("---:|" if compared else "")]
     rows = []
@@ -183,7 +185,7 @@ def main() -> None:
             for arch in [a for a in args.archs if FAMILIES[a] not in seen]:
                 mae, mae_se, r, r_se = cell(name, data[arch, "test"])
                 b_mae, _, b_r, _ = cell(f"without_{FAMILIES[arch]}", data[arch, "test"])
-                options = settings[name][1][1] if settings[name][1] else "default options"
+                options = " ".join(settings[name][1]) or "default options"
                 experiment_lines.append(
                     f"| {name} ({options}) | {', '.join(sorted(seen))} | {settings[name][0]} | {FAMILIES[arch]} | "
                     f"{mae:.4f} ± {mae_se:.4f} | {r:.4f} ± {r_se:.4f} | {b_mae:.4f} / {b_r:.4f} |")
@@ -201,11 +203,11 @@ Made by `python benchmarks/generalisation.py {' '.join(sys.argv[1:])}` (torch {t
 train-split digits (the generators' data) and {args.test_n} held-out test-split digits, in the demo's
 representation (gradient, K = 8, teacher Grad-CAM of the last conv layer). For each family, a fast generator is
 trained on the other families' data ({args.steps} steps of batch 32, L1 alone for the first
-{int(args.warmup_fraction * args.steps)}, then pix2pix; generator options {args.opts}) and judged on the left-out
+{int(args.warmup_fraction * args.steps)}, then pix2pix; generator options {args.opts}; augmentation: {' '.join(args.augment) or 'none'}) and judged on the left-out
 family's held-out digits:
 fidelity to the teacher, MAE and Pearson r per map, mean ± SE over images. The all-family generator
 ({args.all_steps} steps) saw every family{' and is the shipped demo generator' if args.ship else ''}; "before" is
-the demo generator this run replaces (trained on mobilenet, resnet and vgg only).
+the demo generator this run replaces.
 
 {chr(10).join(lines)}
 

@@ -93,7 +93,7 @@ def main_demo(argv: list[str] | None = None) -> int:
 
 
 def main_train(argv: list[str] | None = None) -> int:
-    from fastinterp.training import STRATEGIES, TrainConfig
+    from fastinterp.training import AUGMENTATIONS, STRATEGIES, TrainConfig
 
     parser = command_parser("train-generator")
     parser.add_argument("--data", type=dataset_folder, nargs="+", required=True,
@@ -113,6 +113,9 @@ def main_train(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-every", type=positive_int, default=100)
     parser.add_argument("--checkpoint-every", type=positive_int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment", nargs="+", default=[], choices=AUGMENTATIONS,
+                        help="'flip': image, CGMs and teacher mirrored together; 'cgm-gain': each CGM times a "
+                             "gain in [1/2, 2] (families' CGMs differ in contrast)")
     parser.add_argument("--resume", action="store_true", help="continue from --out/train_state.safetensors")
     parser.add_argument("--allow-teacher-input", action="store_true",
                         help="train even if a CGM equals the teacher map (refused by default)")
@@ -148,7 +151,8 @@ def main_train(argv: list[str] | None = None) -> int:
     discriminator = build_discriminator(size=size)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, l1_weight=args.l1_weight,
                          strategy=args.strategy, d_every=args.d_every, warmup_steps=args.warmup_steps,
-                         val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+                         val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                         augment=tuple(args.augment))
     representation = {key: first[key] for key in representation_keys if key in first}
     teacher_method = first.get("teacher_method") or first.get("method")
     cnns = [cnn for part in parts for cnn in part.config.get("cnns", [])]

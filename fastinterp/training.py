@@ -7,6 +7,10 @@ Adam(lr 2e-4, betas (0.5, 0.999)) for both. Strategies:
     "joint"      D and G every step (pix2pix);
     "seed"       D once every ``d_every`` G steps (the released code: every 100);
     "l1-warmup"  G on L1 alone for ``warmup_steps``, then joint.
+Augmentations (``augment``, off by default), drawn per example from (seed, step):
+    "flip"       image, CGMs and teacher mirrored left-right together (the map is equivariant);
+    "cgm-gain"   each CGM times its own gain, log-uniform in [1/2, 2]: the contrast a CGM keeps
+                 differs between CNN families, and the teacher does not depend on it.
 Data order is a pure function of (seed, step), so is any randomness inside the networks (the
 global RNG is reseeded from (seed, step) at every step inside ``torch.random.fork_rng``, so the
 caller's RNG state is left as it was), and the training state (both networks, both optimisers,
@@ -42,9 +46,11 @@ from fastinterp.checkpoint import (
 )
 from fastinterp.metrics import fidelity, mae, pearson
 
-__all__ = ["STRATEGIES", "TrainConfig", "batch_indices", "evaluate", "fidelity_report", "train_generator"]
+__all__ = ["AUGMENTATIONS", "STRATEGIES", "TrainConfig", "augment_batch", "batch_indices", "evaluate", "fidelity_report", "train_generator"]
 
 STRATEGIES = ("joint", "seed", "l1-warmup")
+AUGMENTATIONS = ("flip", "cgm-gain")
+CGM_GAIN = (0.5, 2.0)  # "cgm-gain": log-uniform range of each CGM's gain
 
 
 @dataclass
@@ -64,10 +70,15 @@ class TrainConfig:
     val_every: int = 100
     checkpoint_every: int = 200
     amp: bool = True  # bfloat16 autocast, on CUDA only (ignored on the CPU)
+    augment: tuple[str, ...] = ()  # names from AUGMENTATIONS
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
+        if isinstance(self.augment, str) or not all(name in AUGMENTATIONS for name in self.augment) \
+                or len(set(self.augment)) != len(self.augment):
+            raise ValueError(f"augment: expected distinct names from {AUGMENTATIONS}, got {self.augment!r}")
+        self.augment = tuple(self.augment)
         for name in ("steps", "batch_size", "d_every", "val_every", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -100,6 +111,34 @@ def _collate(dataset, indices: Sequence[int], device: torch.device) -> dict[str,
     if batch["teacher"].dim() == 3:
         batch["teacher"] = batch["teacher"].unsqueeze(1)
     return batch
+
+
+def augment_batch(batch: dict[str, torch.Tensor], augment: Sequence[str], seed: int,
+                  rows: slice | None = None) -> dict[str, torch.Tensor]:
+    """``batch`` ("image" (B, 3, S, S), "cgm" (B, K, S, S), "teacher" (B, 1, S, S)) with the
+    ``augment`` transforms (see the module docstring) drawn from ``seed``; a new dict, the input
+    is left as it was. ``rows``: this batch is those rows of a global batch (a DDP rank's slice),
+    whose draws it takes, so N ranks augment as one process does."""
+    out = dict(batch)
+    if not augment:
+        return out
+    size, k = batch["cgm"].shape[:2]
+    first = 0 if rows is None else rows.start
+    if rows is not None and rows.stop - rows.start != size:
+        raise ValueError(f"rows: {rows} does not hold the batch's {size} examples")
+    # each example's draws come from its own row of the global batch: (1 + K) uniforms
+    draws = torch.stack([torch.rand(1 + k, generator=torch.Generator().manual_seed(seed * 65_537 + first + i))
+                         for i in range(size)])
+    flip_draw, gain_draw = draws[:, 0], draws[:, 1:]
+    if "flip" in augment:
+        flip = (flip_draw < 0.5).to(batch["cgm"].device).view(-1, 1, 1, 1)
+        for key in ("image", "cgm", "teacher"):
+            out[key] = torch.where(flip, batch[key].flip(-1), batch[key])
+    if "cgm-gain" in augment:
+        low, high = torch.tensor(CGM_GAIN).log()
+        gain = (low + (high - low) * gain_draw).exp()
+        out["cgm"] = out["cgm"] * gain.to(out["cgm"]).view(size, k, 1, 1)
+    return out
 
 
 @torch.no_grad()
@@ -193,8 +232,10 @@ def _save_state(path: Path, run: _Run, config: TrainConfig, extra: dict[str, Any
 
 def _load_state(path: Path, run: _Run, config: TrainConfig) -> None:
     tensors, meta = load_tensors(path, TRAIN_STATE_FORMAT)
-    if meta["config"] != asdict(config):
-        changed = {k: (meta["config"].get(k), v) for k, v in asdict(config).items() if meta["config"].get(k) != v}
+    saved = {"augment": [], **meta["config"]}  # states from before augmentation had none
+    now = json.loads(json.dumps(asdict(config)))  # tuples as the JSON lists they were saved as
+    if saved != now:
+        changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
         raise ValueError(f"resume: {path} was written with another training config (saved, now): {changed}")
     if meta["generator"] != run.generator.config:
         raise ValueError(f"resume: {path} holds generator {meta['generator']}, not {run.generator.config}")
@@ -317,6 +358,8 @@ def train_generator(
             torch.manual_seed(config.seed * 1_000_003 + step)  # inside fork_rng: the caller's RNG is untouched
             indices = batch_indices(step, config.batch_size, len(train_data), config.seed)
             batch = _collate(train_data, indices[rank * per_rank : (rank + 1) * per_rank], device)
+            batch = augment_batch(batch, config.augment, config.seed * 1_000_003 + step,
+                                  rows=slice(rank * per_rank, (rank + 1) * per_rank))
             image, cgm, teacher = batch["image"], batch["cgm"], batch["teacher"]
             adversarial = not (config.strategy == "l1-warmup" and step < config.warmup_steps)
             update_d = adversarial and (config.strategy != "seed" or step % config.d_every == 0)

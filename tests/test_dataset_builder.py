@@ -309,8 +309,9 @@ def test_train_generator_cli_records_the_representation(cnns, reference, tmp_pat
         main_train(["--help"])
     assert exit_info.value.code == 0 and "--strategy" in capsys.readouterr().out
     assert main_train(["--data", str(reference), "--val", str(reference), "--kind", "fast", "--out", str(tmp_path),
-                       "--steps", "2", "--batch-size", "4", "--val-every", "1"]) == 0
+                       "--steps", "2", "--batch-size", "4", "--val-every", "1", "--augment", "flip", "cgm-gain"]) == 0
     generator, meta = load_generator(tmp_path / "generator.safetensors")
+    assert meta["training"]["augment"] == ["flip", "cgm-gain"]
     config = ExplanationDataset(reference).config
     assert meta["representation"] == {key: config[key] for key in
                                       ("kind", "k", "size", "method", "order", "teacher", "skip_1x1", "image_resize")}

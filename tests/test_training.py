@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fastinterp.checkpoint import load_generator, load_tensors, save_generator
+from fastinterp.checkpoint import TRAIN_STATE_FORMAT, load_generator, load_tensors, save_generator, save_tensors
 from fastinterp.models import build_discriminator, build_generator
 from fastinterp.metrics import mae, pearson
-from fastinterp.training import TrainConfig, batch_indices, evaluate, fidelity_report, train_generator
+from fastinterp.training import CGM_GAIN, TrainConfig, augment_batch, batch_indices, evaluate, fidelity_report, train_generator
 
 K, S = 3, 16
 
@@ -53,8 +53,56 @@ def test_batch_indices_cover_each_epoch_once_and_are_pure():
     assert not torch.equal(batch_indices(0, 4, 10, seed=3), batch_indices(0, 4, 10, seed=4))
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    config = TrainConfig(steps=6, batch_size=8, checkpoint_every=100, val_every=100)
+def _batch(n=64, k=4, s=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(n, 3, s, s, generator=g), "cgm": torch.rand(n, k, s, s, generator=g),
+            "teacher": torch.rand(n, 1, s, s, generator=g)}
+
+
+def test_flip_mirrors_image_cgm_and_teacher_of_the_same_examples():
+    batch = _batch()
+    copy = {key: value.clone() for key, value in batch.items()}
+    out = augment_batch(batch, ("flip",), seed=3)
+    assert all(torch.equal(batch[key], copy[key]) for key in batch)  # the input is left as it was
+    flipped = [torch.equal(out["image"][i], batch["image"][i].flip(-1)) for i in range(64)]
+    for key in ("image", "cgm", "teacher"):
+        for i in range(64):
+            assert torch.equal(out[key][i], batch[key][i].flip(-1) if flipped[i] else batch[key][i]), (key, i)
+    assert 16 <= sum(flipped) <= 48
+
+
+def test_cgm_gain_scales_each_cgm_alone_within_its_range():
+    batch = _batch()
+    out = augment_batch(batch, ("cgm-gain",), seed=3)
+    assert torch.equal(out["image"], batch["image"]) and torch.equal(out["teacher"], batch["teacher"])
+    ratio = out["cgm"] / batch["cgm"]  # (B, K, S, S), constant over each map
+    gain = ratio[:, :, :1, :1]
+    torch.testing.assert_close(ratio, gain.expand_as(ratio))
+    assert CGM_GAIN[0] <= gain.min() and gain.max() <= CGM_GAIN[1]
+    assert gain.min() < 0.7 and gain.max() > 1.4 and gain.flatten().unique().numel() == gain.numel()
+
+
+def test_augmentation_is_a_function_of_the_seed_and_a_rank_takes_its_rows():
+    batch = _batch()
+    both = ("flip", "cgm-gain")
+    a, b = augment_batch(batch, both, seed=5), augment_batch(batch, both, seed=5)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(a["cgm"], augment_batch(batch, both, seed=6)["cgm"])
+    part = augment_batch({key: value[16:32] for key, value in batch.items()}, both, seed=5, rows=slice(16, 32))
+    assert all(torch.equal(part[key], a[key][16:32]) for key in a)
+    plain = augment_batch(batch, (), seed=5)
+    assert all(torch.equal(plain[key], batch[key]) for key in batch)
+
+
+@pytest.mark.parametrize("augment", ["rotate", ("rotate",), ("flip", "flip")])
+def test_unknown_augmentations_are_refused(augment):
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(augment=augment)
+
+
+@pytest.mark.parametrize("augment", [(), ("flip", "cgm-gain")])
+def test_resume_equals_uninterrupted(tmp_path, augment):
+    config = TrainConfig(steps=6, batch_size=8, checkpoint_every=100, val_every=100, augment=augment)
     data = ToyExplanations()
     g1, d1 = nets()
     train_generator(g1, d1, data, config, tmp_path / "straight", **quiet())
@@ -68,6 +116,23 @@ def test_resume_equals_uninterrupted(tmp_path):
     g4, d4 = nets()
     with pytest.raises(ValueError, match="another training config"):
         train_generator(g4, d4, data, TrainConfig(steps=7, batch_size=8), tmp_path / "split", resume=True, **quiet())
+    if augment:  # the same config without augmentation is another config
+        with pytest.raises(ValueError, match="augment"):
+            train_generator(g4, d4, data, TrainConfig(steps=6, batch_size=8, checkpoint_every=100, val_every=100),
+                            tmp_path / "split", resume=True, **quiet())
+
+
+def test_a_state_saved_before_augmentation_existed_resumes(tmp_path):
+    config = TrainConfig(steps=4, batch_size=8)
+    g, d = nets()
+    train_generator(g, d, ToyExplanations(), config, tmp_path, stop_after=2, **quiet())
+    path = tmp_path / "train_state.safetensors"
+    tensors, meta = load_tensors(path, TRAIN_STATE_FORMAT)
+    del meta["config"]["augment"]
+    save_tensors(path, tensors, meta)
+    g, d = nets()
+    train_generator(g, d, ToyExplanations(), config, tmp_path, resume=True, **quiet())
+    assert load_generator(tmp_path / "generator.safetensors")[1]["steps_done"] == 4
 
 
 @pytest.mark.parametrize("strategy,updates", [("joint", 7), ("seed", 3), ("l1-warmup", 3)])
@@ -170,12 +235,15 @@ def test_corrupted_and_mismatched_checkpoints_are_clear_errors(tmp_path):
         load_generator(tmp_path / "lying.safetensors")
 
 
+AUGMENT = ("flip", "cgm-gain")  # each rank must take its own rows' draws
+
+
 def _ddp_worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         g, d = nets()
-        train_generator(g, d, ToyExplanations(), TrainConfig(steps=4, batch_size=8), out_dir, **quiet())
+        train_generator(g, d, ToyExplanations(), TrainConfig(steps=4, batch_size=8, augment=AUGMENT), out_dir, **quiet())
     finally:
         dist.destroy_process_group()
 
@@ -184,7 +252,8 @@ def test_ddp_two_gloo_processes_agree_with_one(tmp_path):
     init_file = tempfile.mktemp(dir=tmp_path)
     mp.spawn(_ddp_worker, args=(2, init_file, str(tmp_path / "ddp")), nprocs=2, join=True)
     g, d = nets()
-    train_generator(g, d, ToyExplanations(), TrainConfig(steps=4, batch_size=8), tmp_path / "single", **quiet())
+    train_generator(g, d, ToyExplanations(), TrainConfig(steps=4, batch_size=8, augment=AUGMENT), tmp_path / "single",
+                    **quiet())
     ddp, _ = load_generator(tmp_path / "ddp" / "generator.safetensors")
     # Adam moves every weight by ~lr whatever the gradient's size, so a gradient of ~0 whose
     # sign rounds differently moves a weight the other way: compare almost all elements tightly
