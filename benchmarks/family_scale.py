@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +26,8 @@ from fastinterp.dataset_builder import ExplanationDataset
 from fastinterp.models import build_discriminator, build_generator
 from fastinterp.training import TrainConfig, fidelity_report, train_generator
 
-ARCHS = ["mobilenet_v3_small", "resnet18", "vgg13_bn", "densenet121", "shufflenet_v2_x0_5", "regnet_x_400mf"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generalisation import ARCHS  # the zoo families of the leave-one-out runs
 
 
 def cgm_peaks(data, limit: int = 256) -> torch.Tensor:
@@ -38,15 +40,10 @@ class Rescaled(torch.utils.data.Dataset):
     """``data`` with CGM k divided by ``peaks[k]``."""
 
     def __init__(self, data, peaks: torch.Tensor):
-        self.data, self.peaks = data, peaks
+        self.data, self.peaks, self.cnn_ids = data, peaks, data.cnn_ids
 
     def __len__(self) -> int:
         return len(self.data)
-
-    def __getattr__(self, name: str):  # cnn_ids and the rest of the dataset's attributes
-        if name in ("data", "peaks"):
-            raise AttributeError(name)
-        return getattr(self.data, name)
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.data[i])

@@ -14,7 +14,7 @@ Stages (each a ``fastinterp`` command, printed and timed; each resumes):
     generator with ``--ship``);
  4. ``eval-generator`` of each on every family's held-out digits, and on held-out textured shapes
     explained by the shipped shapes CNN (the second axis: a dataset no generator saw); the shipped
-    generator before this run (trained on 3 families) beside them;
+    generator before this run beside them;
  5. ``reports/sections/generalisation.md``: one row per left-out family, the worst one as the
     headline; ``reports/evaluation.md`` is re-rendered with it.
 """
@@ -104,7 +104,8 @@ def main() -> None:
     families = sorted({FAMILIES[arch] for arch in args.archs}, key=lambda f: [FAMILIES[a] for a in args.archs].index(f))
     runs = {f"without_{family}": [a for a in args.archs if FAMILIES[a] != family] for family in families}
     runs["all"] = list(args.archs)
-    opts = (["--opts", args.opts] if json.loads(args.opts) else []) + (["--augment", *args.augment] if args.augment else [])
+    augment = ["--augment", *args.augment] if args.augment else []
+    opts = (["--opts", args.opts] if json.loads(args.opts) else []) + augment
     settings = {name: (args.all_steps if name == "all" else args.steps, opts) for name in runs}
     worst_family = None
     if args.experiments:  # judged on what each left out; needs the leave-one-out results first
@@ -116,7 +117,7 @@ def main() -> None:
         if worst_family is not None:
             runs["wider"] = runs[f"without_{worst_family}"]
             wider = {**json.loads(args.opts), "channels": [32, 64, 128], "cond_channels": 32}
-            settings["wider"] = (args.steps, ["--opts", json.dumps(wider)] + opts[2 if json.loads(args.opts) else 0:])
+            settings["wider"] = (args.steps, ["--opts", json.dumps(wider), *augment])
             runs["longer"] = runs[f"without_{worst_family}"]
             settings["longer"] = (args.all_steps, opts)
     for name, archs in runs.items():

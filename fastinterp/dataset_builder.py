@@ -303,13 +303,15 @@ def build_dataset(
             raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     if max_shards is not None and (isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 0):
         raise ValueError(f"max_shards: expected None or an int >= 0, got {max_shards!r}")
-    collective_world = _rank_world()[1]
+    rank, world = _rank_world()
+    collective = world > 1  # ranks that agree over torch.distributed, not through a later call
     if part is not None:
-        if (not isinstance(part, tuple) or len(part) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in part)
-                or not 0 <= part[0] < part[1]):
+        if (not isinstance(part, tuple) or len(part) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in part) or not 0 <= part[0] < part[1]):
             raise ValueError(f"part: expected None or (rank, world) ints with 0 <= rank < world, got {part!r}")
-        if collective_world > 1:
+        if collective:
             raise ValueError("part: the ranks come from torch.distributed here; leave part at None")
+        rank, world = part
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     order = default_order(kind) if order is None else order
@@ -357,8 +359,6 @@ def build_dataset(
         raise ValueError(f"out_dir: {out_dir} holds a dataset built with another config (differs in {differ}); "
                          "pass another out_dir or delete it")
     num_shards = math.ceil(n / shard_size)
-    rank, world = _rank_world() if part is None else part
-    collective = collective_world > 1  # ranks that agree over torch.distributed, not through a later call
     entries: dict[int, dict[str, Any]] = {}
     in_manifest = {entry["index"] for entry in (previous or {}).get("shards", [])}
     recorded = list((previous or {}).get("shards", []))

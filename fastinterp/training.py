@@ -46,7 +46,8 @@ from fastinterp.checkpoint import (
 )
 from fastinterp.metrics import fidelity, mae, pearson
 
-__all__ = ["AUGMENTATIONS", "STRATEGIES", "TrainConfig", "augment_batch", "batch_indices", "evaluate", "fidelity_report", "train_generator"]
+__all__ = ["AUGMENTATIONS", "STRATEGIES", "TrainConfig", "augment_batch", "batch_indices", "evaluate", "fidelity_report",
+           "train_generator"]
 
 STRATEGIES = ("joint", "seed", "l1-warmup")
 AUGMENTATIONS = ("flip", "cgm-gain")

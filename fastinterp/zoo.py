@@ -19,7 +19,8 @@ that the total stride is 16 (last conv map 4x4 at 64x64):
   stride 1 (was 2); always the last BatchNorm of each residual branch zero-initialised (was 1: with
   it, 20,480 images reached 59% test accuracy).
 - mnasnet0_5 (52 convs; inverted residuals with 5x5 depthwise convs, no squeeze-excitation): stem
-  stride 1 (was 2); always BatchNorm momentum 0.1 (was 0.0003).
+  stride 1 (was 2); always BatchNorm momentum 0.1 (was 0.0003). Its recipe below is not yet one
+  that trains: on digits it reached 19.3% test accuracy (benchmarks/NOTES.md, outcome 8).
 
 (vgg11_bn has only 8 convs, too few for K = 8 cumulative maps, hence vgg13_bn.) The conv counts
 include the 1x1 convs of squeeze-excitation blocks, which run on 1x1 maps.
