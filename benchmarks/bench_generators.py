@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from fastinterp.models import GENERATOR_KINDS, build_discriminator, build_generator, count_flops, count_parameters
+from fastinterp.generator.networks import GENERATOR_KINDS, build_discriminator, build_generator, count_flops, count_parameters
 
 
 def main() -> None:

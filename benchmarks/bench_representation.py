@@ -5,7 +5,7 @@ For each model and batch size, measured side by side in one run:
   (f) forward with graph    model(x) with autograd recording (what a backward needs)
   (b) layer_maps            fastinterp.layer_maps(model, x): every conv layer, 1 fwd + 1 bwd
   (c) naive loop            one forward + backward per conv layer (the released code's approach)
-  (v) eval view             fastinterp.eval_view.eval_view(model): the per-call copy of the module
+  (v) eval view             fastinterp.maps.eval_view.eval_view(model): the per-call copy of the module
                             tree that (b) runs on (thread safety, model untouched); part of (b)
 
 Targets (issue 2): (b)/(a) <= 2.6 for resnet50 at batch 8 (stretch 2.3); (c)/(b) >= 0.7 * L.
@@ -26,7 +26,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import fastinterp
-from fastinterp.eval_view import eval_view
+from fastinterp.maps.eval_view import eval_view
 
 
 def median_time(fn, repeats: int, warmup: int = 1) -> float:

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_generators import _train_seconds, build_datasets, run, zoo_checkpoints
 
-from fastinterp.dataset_builder import _sha256_file
+from fastinterp.datasets.build import _sha256_file
 
 KINDS = ("gradient", "activation")
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from fastinterp.dataset_builder import _sha256_file
+from fastinterp.datasets.build import _sha256_file
 
 # every conv layer, the setting the README's numbers were made with (before skip_1x1 existed)
 REPRESENTATION = ["--k", "8", "--size", "64", "--method", "gradcam", "--order", "first_to_last", "--teacher", "last",
@@ -155,7 +155,7 @@ def main() -> None:
 
 def _size(kind: str) -> tuple[int, float]:
     """Parameters and GFLOP per 64x64 sample (K = 8) of a default generator of ``kind``."""
-    from fastinterp.models import build_generator, count_flops, count_parameters
+    from fastinterp.generator.networks import build_generator, count_flops, count_parameters
 
     generator = build_generator(kind, k=8, size=64)
     return count_parameters(generator), count_flops(generator, torch.rand(1, 3, 64, 64), torch.rand(1, 8, 64, 64)) / 1e9
@@ -163,7 +163,7 @@ def _size(kind: str) -> tuple[int, float]:
 
 def _train_seconds(folder: Path) -> float:
     """Training wall time recorded in the train state (seconds since the run's first step)."""
-    from fastinterp.checkpoint import load_tensors
+    from fastinterp.generator.checkpoint import load_tensors
 
     _, meta = load_tensors(folder / "train_state.safetensors", "fastinterp-train-state/1")
     return float(meta.get("elapsed_s", float("nan")))

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from fastinterp.dataset_builder import ExplanationDataset
-from fastinterp.models import build_discriminator, build_generator
-from fastinterp.training import TrainConfig, fidelity_report, train_generator
+from fastinterp.datasets.build import ExplanationDataset
+from fastinterp.generator.networks import build_discriminator, build_generator
+from fastinterp.generator.training import TrainConfig, fidelity_report, train_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generalisation import ARCHS  # the zoo families of the leave-one-out runs

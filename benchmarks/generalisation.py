@@ -45,7 +45,7 @@ def _complete(folder: Path) -> bool:
 
 
 def main() -> None:
-    from fastinterp.zoo import FAMILIES
+    from fastinterp.datasets.zoo import FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--archs", nargs="+", default=ARCHS)

@@ -163,7 +163,7 @@ echo "== 4. runtime on CUDA: explain() vs the CPU pipeline, then fastinterp-benc
 import json, sys
 import torch, torchvision
 import fastinterp
-from fastinterp.models import build_generator
+from fastinterp.generator.networks import build_generator
 
 fails, rows = [], []
 for arch in ("resnet18", "mobilenet_v3_small", "densenet121", "vgg13"):
@@ -193,7 +193,7 @@ echo "== 4b. ONNX on the GPU: CUDA EP and TensorRT EP (fp16) vs the torch CUDA b
 import json, statistics, sys, time
 import numpy as np, torch, torchvision
 import fastinterp
-from fastinterp.models import build_generator
+from fastinterp.generator.networks import build_generator
 try:
     import onnxruntime as ort
     available = ort.get_available_providers()

@@ -30,7 +30,7 @@ import torchvision
 
 import fastinterp
 from fastinterp.export import decompositions
-from fastinterp.models import build_generator
+from fastinterp.generator.networks import build_generator
 
 aten = torch.ops.aten
 

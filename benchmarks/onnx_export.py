@@ -28,8 +28,8 @@ import torchvision
 from torch import nn
 
 import fastinterp
-from fastinterp.models import build_generator
-from fastinterp.representation import cnn_representation
+from fastinterp.generator.networks import build_generator
+from fastinterp.maps.representation import cnn_representation
 
 MODELS = ["resnet18", "vgg11_bn", "mobilenet_v3_small", "densenet121", "efficientnet_b0", "regnet_y_400mf", "resnet50"]
 

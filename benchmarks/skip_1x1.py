@@ -37,7 +37,7 @@ def run(command: list[str]) -> None:
 
 def cgm_stats(folder: Path) -> dict:
     """Mean over examples of each CGM's maximum (a diluted running mean stays below 1)."""
-    from fastinterp.dataset_builder import ExplanationDataset
+    from fastinterp.datasets.build import ExplanationDataset
 
     data = ExplanationDataset(folder)
     peaks = torch.stack([data[i]["cgm"].amax(dim=(1, 2)) for i in range(len(data))])

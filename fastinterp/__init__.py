@@ -18,13 +18,13 @@ from fastinterp._version import __version__
 
 _NAMES = {
     "ops": None,
-    "load_generator": "fastinterp.checkpoint",
-    "conv_layers": "fastinterp.layers",
+    "load_generator": "fastinterp.generator.checkpoint",
+    "conv_layers": "fastinterp.maps.layers",
     **dict.fromkeys(["DEFAULT_REPRESENTATION", "PAPER_PRESET", "LayerMaps", "Representation", "cnn_representation",
                      "gradcam", "layer_maps", "layer_maps_reference", "paper_positions", "representation_options"],
-                    "fastinterp.representation"),
-    "image_resize_of": "fastinterp.resize",
-    "resize_images": "fastinterp.resize",
+                    "fastinterp.maps.representation"),
+    "image_resize_of": "fastinterp.maps.resize",
+    "resize_images": "fastinterp.maps.resize",
     "Explainer": "fastinterp.runtime.explainer",
     "compile": "fastinterp.runtime.explainer",
     "Explanation": "fastinterp.runtime.explanation",

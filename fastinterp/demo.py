@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fastinterp.representation import cnn_representation
+from fastinterp.maps.representation import cnn_representation
 
 __all__ = ["DEMO_FILES", "demo_checkpoints", "render_explanations", "run_demo"]
 
@@ -88,11 +88,11 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
     "pearson"}) for the single CGM closest to the teacher (the baseline the generator must beat),
     "ms": {"cnn", "explain"} wall times for the whole batch, "stages": explain's per-stage ms}.
     """
-    from fastinterp.checkpoint import load_generator
-    from fastinterp.data import cluttered_digits
+    from fastinterp.generator.checkpoint import load_generator
+    from fastinterp.datasets.images import cluttered_digits
     from fastinterp.metrics import fidelity
     from fastinterp.runtime import compile as compile_explainer
-    from fastinterp.zoo import load_cnn
+    from fastinterp.datasets.zoo import load_cnn
 
     _require_matplotlib()
     with demo_checkpoints(checkpoints) as (cnn_path, generator_path):

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fastinterp.representation import layer_maps_reference as naive_layer_maps  # noqa: F401
+from fastinterp.maps.representation import layer_maps_reference as naive_layer_maps  # noqa: F401
 
 # Input side per architecture: small enough for a 2-core CPU, large enough for every model
 # (inception_v3 needs >= 75 pixels).

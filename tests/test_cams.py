@@ -13,7 +13,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import fastinterp
-from fastinterp import cams
+from fastinterp.maps import formulas
 from conftest import build, images_for
 
 THEIRS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM}
@@ -62,7 +62,7 @@ def test_raw_formula_equals_pytorch_grad_cam_on_random_tensors(method):
     layer = nn.Conv2d(1, 1, 1)  # their constructor wants a model; only the formula is used
     with THEIRS[method](model=layer, target_layers=[layer]) as instance:
         theirs = np.maximum(instance.get_cam_image(None, None, None, a.numpy(), grad.numpy(), False), 0)
-    ours = cams.METHODS[method](a, grad)
+    ours = formulas.METHODS[method](a, grad)
     # Grad-CAM++: their eps = 1e-6 in the denominator moves the weights by ~1e-5 relative
     rtol = 1e-4 if method == "gradcam++" else 1e-9
     torch.testing.assert_close(ours, torch.from_numpy(theirs), rtol=rtol, atol=rtol * float(ours.max()))

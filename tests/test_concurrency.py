@@ -1,5 +1,5 @@
 """Concurrent calls on one model (8 threads): the same maps as sequential calls, and the model is
-never modified. Before the eval view (``fastinterp.eval_view``), hooks and training flags were
+never modified. Before the eval view (``fastinterp.maps.eval_view``), hooks and training flags were
 the model's own: threads saw each other's forwards ("ran more than once"), and in train mode one
 thread's restore of the flags ran another's forward in train mode (BatchNorm statistics changed,
 maps silently wrong)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastinterp.data import (
+from fastinterp.datasets.images import (
     DATASETS,
     SHAPE_CLASSES,
     SyntheticImages,

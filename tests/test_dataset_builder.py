@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fastinterp import cnn_representation, representation_options
-from fastinterp.data import SyntheticImages, image_folder
-from fastinterp.dataset_builder import MANIFEST, ExplanationDataset, build_dataset, main_build
-from fastinterp.zoo import build_cnn, save_cnn
+from fastinterp.datasets.images import SyntheticImages, image_folder
+from fastinterp.datasets.build import MANIFEST, ExplanationDataset, build_dataset, main_build
+from fastinterp.datasets.zoo import build_cnn, save_cnn
 
 SIZE = 32
 OPTIONS = dict(n=20, k=8, size=SIZE, batch_size=5, shard_size=8, seed=2, input_size=SIZE, progress=False)
@@ -96,7 +96,7 @@ def _build_worker(rank, world, init_file, out_dir, threads, options, fail_rank):
     """One rank of a gloo group building ``out_dir``; rank ``fail_rank`` dies after its first shard."""
     import torch.distributed as dist
 
-    import fastinterp.dataset_builder as builder
+    import fastinterp.datasets.build as builder
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -281,10 +281,10 @@ def test_cli(tmp_path, capsys):
 
 
 def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
-    from fastinterp.checkpoint import save_generator
+    from fastinterp.generator.checkpoint import save_generator
     from fastinterp.cli import main_eval
-    from fastinterp.models import build_generator
-    from fastinterp.training import fidelity_report
+    from fastinterp.generator.networks import build_generator
+    from fastinterp.generator.training import fidelity_report
 
     torch.manual_seed(0)
     generator = build_generator("fast", k=8, size=SIZE).eval()
@@ -302,7 +302,7 @@ def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
 
 
 def test_train_generator_cli_records_the_representation(cnns, reference, tmp_path, capsys):
-    from fastinterp.checkpoint import load_generator
+    from fastinterp.generator.checkpoint import load_generator
     from fastinterp.cli import main_train
 
     with pytest.raises(SystemExit) as exit_info:
@@ -324,7 +324,7 @@ def test_train_generator_cli_records_the_representation(cnns, reference, tmp_pat
 
 
 def test_train_generator_takes_several_datasets_of_one_representation(cnns, reference, tmp_path, capsys):
-    from fastinterp.checkpoint import load_generator
+    from fastinterp.generator.checkpoint import load_generator
     from fastinterp.cli import main_train
 
     build_dataset(cnns[1:], "digits", out_dir=tmp_path / "b", **{**OPTIONS, "n": 6})
@@ -342,7 +342,7 @@ def test_train_generator_takes_several_datasets_of_one_representation(cnns, refe
 def test_images_are_stored_resized_by_the_explain_time_function(cnns, tmp_path):
     """One resize (fastinterp.resize_images, antialiased) at build time and at explain time,
     recorded in the manifest and, through train-generator, in the generator's metadata."""
-    from fastinterp.resize import image_resize_of, resize_images
+    from fastinterp.maps.resize import image_resize_of, resize_images
 
     build_dataset(cnns, "digits", out_dir=tmp_path, **{**OPTIONS, "input_size": 48, "n": 4})
     data = ExplanationDataset(tmp_path)
@@ -358,8 +358,8 @@ def test_images_are_stored_resized_by_the_explain_time_function(cnns, tmp_path):
 
 
 def test_a_representation_whose_cgm_is_the_teacher_is_refused_unless_asked(cnns, tmp_path):
-    from fastinterp.models import build_discriminator, build_generator
-    from fastinterp.training import TrainConfig, train_generator
+    from fastinterp.generator.networks import build_discriminator, build_generator
+    from fastinterp.generator.training import TrainConfig, train_generator
 
     options = {**OPTIONS, "n": 4, "shard_size": 4}
     with pytest.raises(ValueError, match="CGM 0 is the teacher map itself"):
@@ -382,8 +382,8 @@ def test_any_baseline_can_be_the_teacher(cnns, tmp_path, capsys, method, options
     and classes, recorded in the manifest and, through train-generator, in the generator's metadata
     (which compile shows)."""
     import fastinterp
-    from fastinterp.cams import baseline_map
-    from fastinterp.checkpoint import load_generator
+    from fastinterp.baselines import baseline_map
+    from fastinterp.generator.checkpoint import load_generator
     from fastinterp.cli import main_train
 
     build_dataset(cnns[:1], "digits", out_dir=tmp_path / "data", dtype="float32", teacher_method=method,

@@ -10,11 +10,11 @@ import pytest
 
 import fastinterp
 from fastinterp import demo
-from fastinterp.checkpoint import load_generator
+from fastinterp.generator.checkpoint import load_generator
 from fastinterp.cli import main
 from fastinterp.demo import demo_checkpoints, run_demo
-from fastinterp.representation import representation_options
-from fastinterp.zoo import load_cnn
+from fastinterp.maps.representation import representation_options
+from fastinterp.datasets.zoo import load_cnn
 
 
 def test_shipped_checkpoints_are_package_data_small_and_consistent():

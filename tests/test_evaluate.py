@@ -69,7 +69,7 @@ def test_statistics_helpers():
 
 def test_generate_equals_explain_on_its_own_cgm():
     cnn_path, generator_path = shipped_cnns()["digits-mobilenet_v3_small"], shipped_generators()["fast"]
-    from fastinterp.zoo import load_cnn
+    from fastinterp.datasets.zoo import load_cnn
 
     cnn, _ = load_cnn(cnn_path)
     explainer = fastinterp.compile(cnn, generator_path)
@@ -143,7 +143,7 @@ def test_a_tiny_distillation_end_to_end(tmp_path, capsys):
     """Score-CAM as the teacher: dataset -> generator -> compile says what it imitates -> the
     report's distillation table and a section of another command, all in seconds."""
     from fastinterp.cli import main_train
-    from fastinterp.dataset_builder import ExplanationDataset, main_build
+    from fastinterp.datasets.build import ExplanationDataset, main_build
 
     cnn = shipped_cnns()["digits-mobilenet_v3_small"]
     assert main_build(["--cnn", str(cnn), "--dataset", "digits", "--n", "4", "--out", str(tmp_path / "data"),
@@ -152,7 +152,7 @@ def test_a_tiny_distillation_end_to_end(tmp_path, capsys):
     assert main_train(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "gen"), "--steps", "2",
                        "--batch-size", "4"]) == 0
     generator = tmp_path / "gen" / "generator.safetensors"
-    from fastinterp.zoo import load_cnn
+    from fastinterp.datasets.zoo import load_cnn
 
     assert "imitates score-cam" in repr(fastinterp.compile(load_cnn(cnn)[0], generator))
     with pytest.raises(SystemExit):

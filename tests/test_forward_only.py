@@ -10,7 +10,7 @@ from conftest import assert_same_state, build, images_for, max_rel_error, model_
 from torch import nn
 
 import fastinterp
-from fastinterp.forward_only import HEAD_MAP, activation_layer_maps, head_plan
+from fastinterp.maps.forward_only import HEAD_MAP, activation_layer_maps, head_plan
 
 # (architecture, the module whose output the head pools, does the head reduce to GAP + one Linear)
 HEADS = [("resnet18", "layer4", True), ("mobilenet_v3_small", "features", False),
@@ -119,7 +119,7 @@ def test_heads_without_a_pooling_are_refused():
 
 def test_activation_representation_puts_the_head_cam_first():
     model, x = build("resnet18"), images_for("resnet18", batch=2)
-    rep = fastinterp.cnn_representation(model, x, **fastinterp.representation.ACTIVATION_REPRESENTATION)
+    rep = fastinterp.cnn_representation(model, x, **fastinterp.maps.representation.ACTIVATION_REPRESENTATION)
     assert rep.layer_names[0] == HEAD_MAP and rep.positions[0] == 0 and rep.teacher_cgm is None
     head = fastinterp.ops.cumulative_average([activation_layer_maps(model, x).maps[-1]], 64, [0])[:, 0]
     torch.testing.assert_close(rep.cgm[:, 0], head, rtol=0, atol=1e-6)
@@ -137,7 +137,7 @@ def test_module_hook_and_function_mode_taps_agree(arch):
     TorchFunctionMode tap, used for functional pools, must give the same maps."""
     import dataclasses
 
-    from fastinterp import forward_only
+    from fastinterp.maps import forward_only
 
     model, x = build(arch), images_for(arch, batch=2)
     plan = head_plan(model, x)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import fastinterp
-from fastinterp.cams import METHODS
+from fastinterp.maps.formulas import METHODS
 from conftest import assert_same_state, build, images_for, max_rel_error, model_state, naive_layer_maps
 
 EXACT_ARCHITECTURES = [

@@ -112,8 +112,8 @@ class FailingOnCall(nn.Module):
 
 @pytest.mark.parametrize("fail", [False, True], ids=["finished", "exception"])
 def test_train_generator_restores_flags_modes_and_the_global_rng(tmp_path, fail):
-    from fastinterp.models import build_discriminator, build_generator
-    from fastinterp.training import TrainConfig, train_generator
+    from fastinterp.generator.networks import build_discriminator, build_generator
+    from fastinterp.generator.training import TrainConfig, train_generator
 
     torch.manual_seed(0)
     generator, inner = build_generator("fast", k=2, size=16), build_discriminator(size=16)

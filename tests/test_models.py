@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastinterp.models import (
+from fastinterp.generator.networks import (
     GENERATOR_KINDS,
     ConditionNet,
     build_discriminator,

@@ -35,7 +35,7 @@ from torch import nn
 import fastinterp
 from fastinterp.export import UnsupportedOpError, export_generator
 from fastinterp.export.onnx import weights_sha256
-from fastinterp.models import build_generator
+from fastinterp.generator.networks import build_generator
 from conftest import assert_same_state, model_state
 
 MAPS_ATOL = 1e-4
@@ -144,8 +144,8 @@ def exported(tmp_path_factory):
 
 def float64_reference(e: Exported, images: torch.Tensor, targets=None) -> tuple[np.ndarray, np.ndarray]:
     """(maps, cgm) with the CNN's maps computed in float64 (the generator in float32)."""
-    from fastinterp.representation import cnn_representation
-    from fastinterp.resize import resize_images, resize_maps
+    from fastinterp.maps.representation import cnn_representation
+    from fastinterp.maps.resize import resize_images, resize_maps
 
     o = e.explainer.representation
     rep = cnn_representation(copy.deepcopy(e.cnn).double(), images.double(), targets=targets, k=o["k"],
@@ -199,7 +199,7 @@ def test_layer_maps_are_far_from_the_constant_threshold(exported):
     """The premise of the tolerance: no layer map of the test inputs sits within 1000x of the
     constant-map threshold, where float32 and float64 normalisation could disagree."""
     from fastinterp.ops import constant_rtol
-    from fastinterp.representation import layer_maps
+    from fastinterp.maps.representation import layer_maps
 
     e = exported("resnet18")
     maps = layer_maps(e.cnn, e.images(5, 12)).maps

@@ -16,8 +16,8 @@ from conftest import assert_same_state, build, model_state
 from torch import nn
 
 import fastinterp
-from fastinterp.checkpoint import save_generator
-from fastinterp.models import build_generator
+from fastinterp.generator.checkpoint import save_generator
+from fastinterp.generator.networks import build_generator
 
 
 def generator(k: int = 8, size: int = 64, seed: int = 0) -> nn.Module:
@@ -65,7 +65,7 @@ def test_activation_explain_equals_its_hand_written_pipeline(arch):
     with fastinterp.compile(cnn, gen, representation="activation", input_size=64) as explainer:
         out = explainer.explain(x, targets=[1, 2])
         assert explainer.representation["kind"] == "activation"
-    _, expected = by_hand(cnn, gen, x, {**fastinterp.representation.ACTIVATION_REPRESENTATION, "teacher": None},
+    _, expected = by_hand(cnn, gen, x, {**fastinterp.maps.representation.ACTIVATION_REPRESENTATION, "teacher": None},
                           targets=[1, 2])
     torch.testing.assert_close(out.maps, expected, rtol=0, atol=1e-5)
     assert out.targets.tolist() == [1, 2]
@@ -73,7 +73,7 @@ def test_activation_explain_equals_its_hand_written_pipeline(arch):
 
 def test_generator_from_a_checkpoint_uses_its_representation(tmp_path):
     cnn, gen = build("resnet18"), generator()
-    options = {**fastinterp.representation.ACTIVATION_REPRESENTATION}
+    options = {**fastinterp.maps.representation.ACTIVATION_REPRESENTATION}
     path = save_generator(tmp_path / "g.safetensors", gen, representation={**options, "image_resize": "bilinear-antialias"})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing overridden: no warning
@@ -353,7 +353,7 @@ def test_bad_targets_and_representation_fields(explainer):
 def test_compile_errors_name_the_generator_side_and_the_probe(tmp_path):
     no_pool = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 28 * 28, 3)).eval()
     path = save_generator(tmp_path / "g.safetensors", generator(k=2),
-                          representation={**fastinterp.representation.ACTIVATION_REPRESENTATION, "k": 2})
+                          representation={**fastinterp.maps.representation.ACTIVATION_REPRESENTATION, "k": 2})
     with pytest.raises(ValueError, match="generator was trained on the activation representation.*runs no average"):
         fastinterp.compile(no_pool, path, input_size=32)
     with pytest.raises(RuntimeError, match=r"compile: the probe run of Sequential on a \(1, 3, 224, 224\) input failed"):

@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fastinterp.checkpoint import TRAIN_STATE_FORMAT, load_generator, load_tensors, save_generator, save_tensors
-from fastinterp.models import build_discriminator, build_generator
+from fastinterp.generator.checkpoint import TRAIN_STATE_FORMAT, load_generator, load_tensors, save_generator, save_tensors
+from fastinterp.generator.networks import build_discriminator, build_generator
 from fastinterp.metrics import mae, pearson
-from fastinterp.training import CGM_GAIN, TrainConfig, augment_batch, batch_indices, evaluate, fidelity_report, train_generator
+from fastinterp.generator.training import CGM_GAIN, TrainConfig, augment_batch, batch_indices, evaluate, fidelity_report, train_generator
 
 K, S = 3, 16
 
@@ -228,7 +228,7 @@ def test_corrupted_and_mismatched_checkpoints_are_clear_errors(tmp_path):
     save_generator(tmp_path / "other.safetensors", other)
     tensors, meta = load_tensors(tmp_path / "other.safetensors", "fastinterp-generator/1")
     meta["generator"] = g.config  # claims the K=3 architecture but holds K=4 weights
-    from fastinterp.checkpoint import save_tensors
+    from fastinterp.generator.checkpoint import save_tensors
 
     save_tensors(tmp_path / "lying.safetensors", tensors, meta)
     with pytest.raises(ValueError, match="does not match"):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import fastinterp
-from fastinterp.zoo import (
+from fastinterp.datasets.zoo import (
     ARCHS,
     DEFAULT_ZOO,
     Normalize,
@@ -57,7 +57,7 @@ def test_new_families_train_a_step_and_match_the_naive_layer_loop(arch):
     for key in (kernels[0], head[-1]):
         assert not torch.equal(model.state_dict()[key], fresh[key]), key
     assert torch.equal(model.state_dict()["normalize.mean"], fresh["normalize.mean"])
-    assert fastinterp.zoo.FAMILIES[arch] in arch
+    assert fastinterp.datasets.zoo.FAMILIES[arch] in arch
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     result = fastinterp.layer_maps(model, images)
     assert len(result.layer_names) == meta["conv_layers"]  # every conv runs on a 32 px image
@@ -147,7 +147,7 @@ def test_bad_checkpoints_raise_clearly(tmp_path):
         load_cnn(foreign)
 
     # metadata naming another architecture than the weights hold
-    from fastinterp.zoo import _weights_sha256
+    from fastinterp.datasets.zoo import _weights_sha256
 
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "fastinterp-cnn/1", "arch": "resnet18", "num_classes": 3, "input_size": 32,

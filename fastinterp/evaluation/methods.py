@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastinterp.cams import BASELINES, baseline_map
+from fastinterp.baselines import BASELINES, baseline_map
 
 __all__ = ["Method", "baseline_methods", "generator_method"]
 

@@ -323,9 +323,9 @@ def write_report(path: Path, results: list[dict], ablations: dict[str, dict[str,
 # ---- command -----------------------------------------------------------------------------------
 
 def _batching_overhead(cnn, dataset: str, n: int, steps: int, batch: int, seed: int) -> dict:
-    from fastinterp.cams import baseline_map
-    from fastinterp.data import synthetic_dataset
-    from fastinterp.eval_view import eval_view
+    from fastinterp.baselines import baseline_map
+    from fastinterp.datasets.images import synthetic_dataset
+    from fastinterp.maps.eval_view import eval_view
     from fastinterp.metrics import deletion
 
     images, _, _ = synthetic_dataset(dataset, n, size=cnn.input_size, seed=seed, split="test").batch(range(n))
@@ -366,7 +366,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     from fastinterp.evaluation.ablation import cgm_ablation
     from fastinterp.evaluation.methods import baseline_methods, generator_method
     from fastinterp.evaluation.run import evaluate_cnn
-    from fastinterp.zoo import load_cnn
+    from fastinterp.datasets.zoo import load_cnn
 
     parser = command_parser("evaluate")
     parser.add_argument("--cnn", nargs="+", metavar="[NAME=]CHECKPOINT",
@@ -403,7 +403,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
         return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from fastinterp.cams import BASELINES
+    from fastinterp.baselines import BASELINES
     from fastinterp.demo import _require_matplotlib
 
     _require_matplotlib()

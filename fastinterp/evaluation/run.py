@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from fastinterp.data import synthetic_dataset
-from fastinterp.eval_view import eval_view
+from fastinterp.datasets.images import synthetic_dataset
+from fastinterp.maps.eval_view import eval_view
 from fastinterp.evaluation.methods import Method
 from fastinterp.metrics import (average_drop, deletion, energy_pointing_game, insertion, mae, pearson, pointing_game,
                                 road_combined, ssim, top_k_iou)

@@ -143,7 +143,7 @@ def _forward_op_modules(cnn: nn.Module, images: torch.Tensor) -> dict[str, str]:
     """{aten op name: the first module (name and type) whose forward ran it}, from one eager run."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
+    from fastinterp.maps.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
 
     view = eval_view(cnn)
     stack: list[str] = []

@@ -32,7 +32,7 @@ from torch import nn
 from fastinterp._version import __version__
 from fastinterp.export.graph import ExplainGraph
 from fastinterp.export.trace import trace_layer_maps
-from fastinterp.representation import _skip_1x1
+from fastinterp.maps.representation import _skip_1x1
 from fastinterp.runtime.onnx_backend import FORMAT_VERSION
 
 __all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer", "export_generator",
@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer
 
 DEFAULT_OPSET = 18  # the first with Resize(antialias=1)
 METADATA_KEYS = ("fastinterp.format", "fastinterp.format_version", "fastinterp.version",
-                 "fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes",
+                 "fastinterp.maps.representation", "fastinterp.input_size", "fastinterp.num_classes",
                  "fastinterp.class_names", "fastinterp.value_range", "fastinterp.cnn", "fastinterp.cnn_sha256",
                  "fastinterp.generator", "fastinterp.generator_sha256", "fastinterp.teacher", "fastinterp.dynamic_batch")
 _INLINE_LIMIT = 2_000_000_000  # bytes of weights beyond which the file uses external data
@@ -123,7 +123,7 @@ def export_generator(generator: nn.Module, path: str | Path, *, opset: int | Non
     rep = dict(meta.get("representation") or {"k": k, "size": size})
     metadata = {
         "fastinterp.format": "generator", "fastinterp.format_version": str(FORMAT_VERSION),
-        "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
+        "fastinterp.version": __version__, "fastinterp.maps.representation": json.dumps(rep, sort_keys=True),
         "fastinterp.generator": json.dumps(config, sort_keys=True),
         "fastinterp.generator_sha256": weights_sha256(module),
     }
@@ -136,7 +136,7 @@ def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True,
                      opset: int | None = None, fp16: bool = False, input_size: int | tuple[int, int] | None = None,
                      class_names: list[str] | None = None, value_range: str | None = None) -> Path:
     """``Explainer.export_onnx``: see there."""
-    from fastinterp.validation import check_size, stem_weight
+    from fastinterp._core.validation import check_size, stem_weight
 
     for name, flag in (("dynamic_batch", dynamic_batch), ("dynamic_size", dynamic_size), ("fp16", fp16)):
         if not isinstance(flag, bool):
@@ -177,7 +177,7 @@ def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True,
         rep = {**o, "image_resize": explainer.image_resize}
         metadata = {
             "fastinterp.format": "explainer", "fastinterp.format_version": str(FORMAT_VERSION),
-            "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
+            "fastinterp.version": __version__, "fastinterp.maps.representation": json.dumps(rep, sort_keys=True),
             "fastinterp.input_size": json.dumps([channels, None, None] if dynamic_size else [channels, *size]),
             "fastinterp.dynamic_batch": json.dumps(dynamic_batch),
             "fastinterp.num_classes": str(logits.shape[1]),

@@ -25,10 +25,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
 
-from fastinterp.cams import METHODS
-from fastinterp.eval_view import add_forward_hook, eval_view
+from fastinterp.maps.formulas import METHODS
+from fastinterp.maps.eval_view import add_forward_hook, eval_view
 from fastinterp.export.decompositions import DECOMPOSITIONS, UnsupportedOpError, check_no_backward
-from fastinterp.forward_only import head_cam, head_plan, tapped_forward
+from fastinterp.maps.forward_only import head_cam, head_plan, tapped_forward
 
 __all__ = ["trace_layer_maps"]
 

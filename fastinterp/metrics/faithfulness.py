@@ -1,5 +1,5 @@
 """Faithfulness of explanation maps to the model they explain: does the model's score follow the
-pixels the map ranks highest? Every metric runs the model through ``fastinterp.scores.Scorer``:
+pixels the map ranks highest? Every metric runs the model through ``fastinterp.baselines.scores.Scorer``:
 one batched forward per perturbation step for the whole batch (chunked to ``batch_size``), in
 eval semantics, without touching the model.
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastinterp.metrics.imputation import noisy_linear_imputation
-from fastinterp.scores import Scorer
+from fastinterp.baselines.scores import Scorer
 
 __all__ = ["DELETION_SUBSTRATES", "PerturbationCurve", "average_drop", "deletion", "insertion", "road",
            "road_combined", "ROAD_FRACTIONS"]

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from fastinterp.ops.packing import common_dtype, pack_maps, packed_dtype
-from fastinterp.validation import check_positions, check_size
+from fastinterp._core.validation import check_positions, check_size
 
 __all__ = [
     "BACKENDS", "CONSTANT_ULPS", "check_finite", "check_maps", "constant_rtol", "cumulative_average",

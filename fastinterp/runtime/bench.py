@@ -103,12 +103,12 @@ def _models(args) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
     """(cnn, generator, input side, description)."""
     import torchvision
 
-    from fastinterp.models import build_generator
+    from fastinterp.generator.networks import build_generator
 
     if args.checkpoints is not None:
-        from fastinterp.checkpoint import load_generator
+        from fastinterp.generator.checkpoint import load_generator
         from fastinterp.demo import demo_checkpoints
-        from fastinterp.zoo import load_cnn
+        from fastinterp.datasets.zoo import load_cnn
 
         with demo_checkpoints(None if args.checkpoints == "demo" else args.checkpoints) as (cnn_path, gen_path):
             cnn, meta = load_cnn(cnn_path)
@@ -129,7 +129,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     import fastinterp
-    from fastinterp.resize import resize_images
+    from fastinterp.maps.resize import resize_images
 
     device = torch.device(args.device)
     cnn, generator, side, described = _models(args)

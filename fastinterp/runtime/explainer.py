@@ -9,7 +9,7 @@
       -> generator (inference mode) -> resize_maps back to (H, W) -> maps (B, H, W) in [0, 1]
 
 Nothing of the user's CNN or generator is modified: every call runs them through an eval view
-(``fastinterp.eval_view``: per-call shallow copies of their module trees in eval mode, sharing
+(``fastinterp.maps.eval_view``: per-call shallow copies of their module trees in eval mode, sharing
 their tensors), and the hooks that capture layer outputs are registered on those copies only. So
 the model's own calls return what they did, in the same time, while an explainer exists, and
 nothing needs undoing at ``close()``. The runtime keeps no per-call state on the explainer, so
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastinterp.capture import capture
-from fastinterp.forward_only import activation_layer_maps
+from fastinterp.maps.capture import capture
+from fastinterp.maps.forward_only import activation_layer_maps
 from fastinterp.ops import cumulative_average
-from fastinterp.representation import (
+from fastinterp.maps.representation import (
     ACTIVATION_REPRESENTATION,
     DEFAULT_REPRESENTATION,
     KINDS,
@@ -47,14 +47,14 @@ from fastinterp.representation import (
     paper_positions,
     representation_options,
 )
-from fastinterp.resize import (
+from fastinterp.maps.resize import (
     DEFAULT_IMAGE_RESIZE,
     image_resize_of,
     resize_images,
     resize_maps,
 )
 from fastinterp.runtime.explanation import Explanation
-from fastinterp.validation import (
+from fastinterp._core.validation import (
     check_model,
     check_size,
     first_conv,
@@ -66,12 +66,12 @@ __all__ = ["Explainer", "compile"]
 _FIELDS = ("kind", "k", "size", "method", "order", "teacher", "skip_1x1")
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 _AUTOCAST = (torch.float16, torch.bfloat16)
-GENERATOR_IMAGE_CHANNELS = 3  # every generator of fastinterp.models takes RGB images
+GENERATOR_IMAGE_CHANNELS = 3  # every generator of fastinterp.generator.networks takes RGB images
 
 
 def _resolve_generator(generator: object) -> tuple[nn.Module, dict | None]:
     if isinstance(generator, (str, Path)):
-        from fastinterp.checkpoint import load_generator
+        from fastinterp.generator.checkpoint import load_generator
 
         if not Path(generator).is_file():
             raise FileNotFoundError(f"generator: no checkpoint file at {generator}")

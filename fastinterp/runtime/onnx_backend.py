@@ -85,7 +85,7 @@ class OnnxExplainer:
         self._session = session
         self.path = path
         self.metadata = types.MappingProxyType(dict(metadata))
-        self.representation = types.MappingProxyType(json.loads(metadata["fastinterp.representation"]))
+        self.representation = types.MappingProxyType(json.loads(metadata["fastinterp.maps.representation"]))
         channels, height, width = json.loads(metadata["fastinterp.input_size"])
         self.channels = channels
         self.input_size = None if height is None else (height, width)
@@ -237,7 +237,7 @@ def _read_metadata(session, path: Path) -> dict[str, str]:
         raise ValueError(f"path: {path} was written in export format version {version} (fastinterp "
                          f"{metadata.get('fastinterp.version', '?')}); this fastinterp reads version {FORMAT_VERSION}; "
                          "export it again with this version")
-    missing = [key for key in ("fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes")
+    missing = [key for key in ("fastinterp.maps.representation", "fastinterp.input_size", "fastinterp.num_classes")
                if key not in metadata]
     if missing:
         raise ValueError(f"path: {path}'s fastinterp metadata lacks {missing}; export it again")

@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from fastinterp.checkpoint import (
+from fastinterp.generator.checkpoint import (
     TRAIN_STATE_FORMAT,
     flatten_optimizer,
     load_tensors,
@@ -304,8 +304,8 @@ def train_generator(
     """Train ``generator`` against ``discriminator`` on ``train_data``; returns the history.
 
     Args:
-        generator: from ``fastinterp.models.build_generator`` (forward(image, cgm) -> map).
-        discriminator: from ``fastinterp.models.build_discriminator`` (forward(image, map) -> logits).
+        generator: from ``fastinterp.generator.networks.build_generator`` (forward(image, cgm) -> map).
+        discriminator: from ``fastinterp.generator.networks.build_discriminator`` (forward(image, map) -> logits).
         train_data / val_data: map-style datasets of dicts with "image" (3, S, S), "cgm" (K, S, S)
             and "teacher" (S, S) or (1, S, S) tensors.
         out_dir: receives ``train_state.safetensors`` (resumable), ``generator.safetensors`` and

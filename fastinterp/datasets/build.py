@@ -44,12 +44,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fastinterp._version import __version__
-from fastinterp.cams import BASELINES, METHODS, baseline_map, check_options
-from fastinterp.checkpoint import save_tensors
-from fastinterp.data import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
-from fastinterp.representation import DEFAULT_REPRESENTATION, KINDS, ORDERS, PRESETS, cnn_representation, default_order
-from fastinterp.resize import DEFAULT_IMAGE_RESIZE, resize_images
-from fastinterp.validation import stem_weight
+from fastinterp.baselines import BASELINES, baseline_map, check_options
+from fastinterp.maps.formulas import METHODS
+from fastinterp.generator.checkpoint import save_tensors
+from fastinterp.datasets.images import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
+from fastinterp.maps.representation import DEFAULT_REPRESENTATION, KINDS, ORDERS, PRESETS, cnn_representation, default_order
+from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE, resize_images
+from fastinterp._core.validation import stem_weight
 
 __all__ = ["MANIFEST", "ExplanationDataset", "build_dataset", "main_build"]
 
@@ -73,7 +74,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _weights_sha256(model: nn.Module) -> str:
-    from fastinterp.zoo import _weights_sha256
+    from fastinterp.datasets.zoo import _weights_sha256
 
     return _weights_sha256(model.state_dict())
 
@@ -108,7 +109,7 @@ def _resolve_dataset(dataset: object, length: int, input_size: int | None, seed:
         return SyntheticImages(dataset, length, size=input_size, seed=seed, split=split)
     if not isinstance(dataset, (SyntheticImages, ImageFolderImages)):
         raise TypeError("dataset: expected a name in "
-                        f"{sorted(DATASETS)}, a fastinterp.data.SyntheticImages or an ImageFolderImages, "
+                        f"{sorted(DATASETS)}, a fastinterp.datasets.images.SyntheticImages or an ImageFolderImages, "
                         f"got {type(dataset).__name__}")
     if len(dataset) < length:
         raise ValueError(f"n: needs {length} dataset items but the dataset holds {len(dataset)}")
@@ -168,7 +169,7 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def _resize(images: torch.Tensor, masks: torch.Tensor | None, size: tuple[int, int], method: str):
-    """Images (``fastinterp.resize.resize_images``, as at explain time) and masks (nearest) to
+    """Images (``fastinterp.maps.resize.resize_images``, as at explain time) and masks (nearest) to
     ``size``; unchanged if already there."""
     images = resize_images(images, size, method)
     if masks is not None and tuple(masks.shape[-2:]) != size:
@@ -272,7 +273,7 @@ def build_dataset(
             default.
         teacher_method: the explanation the generator learns: None (``method``'s map of the
             ``teacher`` layer, computed in the representation's pass) or one of
-            ``fastinterp.cams.BASELINES`` ("gradcam", "gradcam++", "layercam", "score-cam" at the
+            ``fastinterp.baselines.BASELINES`` ("gradcam", "gradcam++", "layercam", "score-cam" at the
             ``teacher`` layer; "rise" of the whole model), explaining the same classes.
         teacher_options: options of that method (e.g. ``{"n_masks": 1000}`` for RISE,
             ``{"batch_size": 128}``), recorded in the config.
@@ -506,7 +507,7 @@ class ExplanationDataset(Dataset):
 
 
 def _load_cnns(paths: Sequence[Path], device: str | torch.device = "cpu") -> list[tuple[str, nn.Module]]:
-    from fastinterp.zoo import load_cnn
+    from fastinterp.datasets.zoo import load_cnn
 
     cnns = []
     for path in paths:

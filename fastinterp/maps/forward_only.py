@@ -38,9 +38,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from fastinterp.cams import gradcam, weighted_sum
-from fastinterp.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
-from fastinterp.validation import (
+from fastinterp.maps.formulas import gradcam, weighted_sum
+from fastinterp.maps.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
+from fastinterp._core.validation import (
     check_images,
     check_logits_and_targets,
     check_model,

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastinterp.cams import METHODS
-from fastinterp.capture import capture
-from fastinterp.forward_only import activation_layer_maps
+from fastinterp.maps.formulas import METHODS
+from fastinterp.maps.capture import capture
+from fastinterp.maps.forward_only import activation_layer_maps
 from fastinterp.ops import cumulative_average
-from fastinterp.validation import check_size
+from fastinterp._core.validation import check_size
 
 __all__ = [
     "ACTIVATION_REPRESENTATION",
@@ -48,7 +48,7 @@ DEFAULT_REPRESENTATION = {"kind": "gradient", "k": 8, "size": 64, "method": "gra
 # first, teacher = Grad-CAM of the first conv, every conv layer.
 PAPER_PRESET = {"kind": "gradient", "k": 8, "size": 64, "method": "paper-gradcam", "order": "last_to_first",
                 "teacher": "first", "skip_1x1": False}
-# The forward-only representation (``fastinterp.forward_only``): no backward at explain time. The
+# The forward-only representation (``fastinterp.maps.forward_only``): no backward at explain time. The
 # teacher a generator learns is still Grad-CAM of the last conv (computed at dataset build time).
 ACTIVATION_REPRESENTATION = {"kind": "activation", "k": 8, "size": 64, "method": "gradcam", "order": "last_to_first",
                              "teacher": "last", "skip_1x1": False}
@@ -118,14 +118,14 @@ def layer_maps(
     Args:
         model: eager ``nn.Module`` returning logits (B, num_classes). It is explained in eval
             semantics (BatchNorm running statistics, no dropout) through an eval view
-            (``fastinterp.eval_view``): the model itself is never modified, and concurrent calls
+            (``fastinterp.maps.eval_view``): the model itself is never modified, and concurrent calls
             on one model from several threads are safe. Maps are float32 (float64 for a float64
             model), also under ``torch.autocast``.
         images: (B, C, H, W) float tensor, finite, on the model's device and dtype.
         layers: module names (default: every ``nn.Conv2d`` that runs). Maps come back in
             execution order, whatever order the names are given in.
         targets: None (argmax of the logits), an int, a sequence of ints or a (B,) int tensor.
-        method: "gradcam", "gradcam++", "layercam" or "paper-gradcam" (see ``fastinterp.cams``).
+        method: "gradcam", "gradcam++", "layercam" or "paper-gradcam" (see ``fastinterp.maps.formulas``).
     """
     _check_method(method)
     cap = capture(model, images, layers=layers, targets=targets)
@@ -261,7 +261,7 @@ def cnn_representation(
         k: number of cumulative maps, positions by :func:`paper_positions`.
         size: output resolution S (int) or (H, W).
         layers: layers to accumulate (default: every conv layer that runs; the gradient kind only).
-        method: CAM formula for every layer (``fastinterp.cams.METHODS``) and for the teacher.
+        method: CAM formula for every layer (``fastinterp.maps.formulas.METHODS``) and for the teacher.
         order: "first_to_last" or "last_to_first" (the paper's accumulation order); None: the
             kind's default (:func:`default_order`).
         teacher: "last": the last of the accumulated layers to run (for a multi-branch head, as
@@ -276,7 +276,7 @@ def cnn_representation(
             CGM. Off by default: measured, the generator was less faithful without them
             (benchmarks/NOTES.md). Layers are counted, and "last"/"first" found, after the skip.
         kind: "gradient" (every layer's ``method`` map: one forward + one backward) or
-            "activation" (``fastinterp.forward_only``: every conv's ``mean_c |A|`` and the head's
+            "activation" (``fastinterp.maps.forward_only``: every conv's ``mean_c |A|`` and the head's
             CAM from one forward; the teacher, if any, needs a gradient pass of its own).
         backend: ``fastinterp.ops.cumulative_average`` backend.
     """

@@ -21,9 +21,9 @@ from fastinterp._version import __version__
 COMMANDS = {
     "demo": ("fastinterp.cli", "main_demo",
              "explain freshly generated digits with the shipped CNN and generator; write a PNG grid"),
-    "zoo": ("fastinterp.zoo", "main_zoo",
+    "zoo": ("fastinterp.datasets.zoo", "main_zoo",
             "train CNN classifiers of several architectures on a synthetic dataset"),
-    "build-dataset": ("fastinterp.dataset_builder", "main_build",
+    "build-dataset": ("fastinterp.datasets.build", "main_build",
                       "explain a dataset with CNNs into sharded (image, CGMs, teacher map) training examples"),
     "train-generator": ("fastinterp.cli", "main_train",
                         "train an explanation generator (pix2pix objective) on built examples"),
@@ -93,7 +93,7 @@ def main_demo(argv: list[str] | None = None) -> int:
 
 
 def main_train(argv: list[str] | None = None) -> int:
-    from fastinterp.training import AUGMENTATIONS, STRATEGIES, TrainConfig
+    from fastinterp.generator.training import AUGMENTATIONS, STRATEGIES, TrainConfig
 
     parser = command_parser("train-generator")
     parser.add_argument("--data", type=dataset_folder, nargs="+", required=True,
@@ -124,9 +124,9 @@ def main_train(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fastinterp.dataset_builder import ExplanationDataset
-    from fastinterp.models import build_discriminator, build_generator
-    from fastinterp.training import train_generator
+    from fastinterp.datasets.build import ExplanationDataset
+    from fastinterp.generator.networks import build_discriminator, build_generator
+    from fastinterp.generator.training import train_generator
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,9 +181,9 @@ def main_eval(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fastinterp.checkpoint import load_generator
-    from fastinterp.dataset_builder import ExplanationDataset
-    from fastinterp.training import fidelity_report
+    from fastinterp.generator.checkpoint import load_generator
+    from fastinterp.datasets.build import ExplanationDataset
+    from fastinterp.generator.training import fidelity_report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -215,7 +215,7 @@ def _export_cnn(spec: str, num_classes: int):
     (random weights, for a try-out) -> (model, {})."""
     path = Path(spec)
     if path.suffix == ".safetensors" or path.is_file():
-        from fastinterp.zoo import load_cnn
+        from fastinterp.datasets.zoo import load_cnn
 
         if not path.is_file():
             raise FileNotFoundError(f"--cnn: no checkpoint file at {path}")

@@ -1,7 +1,7 @@
 """The explained class's score for many images, one batched forward per chunk: what Score-CAM,
 RISE and every perturbation metric (deletion, insertion, Average Drop, ROAD) spend their time on.
 
-The model runs as an eval view (``fastinterp.eval_view``) under ``torch.no_grad``: its training
+The model runs as an eval view (``fastinterp.maps.eval_view``) under ``torch.no_grad``: its training
 flags, BatchNorm statistics and hooks are left as they were.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from fastinterp.eval_view import add_forward_hook, eval_view
-from fastinterp.validation import check_images, check_logits_and_targets, check_model, check_targets
+from fastinterp.maps.eval_view import add_forward_hook, eval_view
+from fastinterp._core.validation import check_images, check_logits_and_targets, check_model, check_targets
 
 __all__ = ["SCORES", "Scorer", "check_batch_size"]
 

@@ -11,7 +11,7 @@ folder of the user's own images.
 
 Sample ``i`` depends only on (task, seed, split, i): any subset can be regenerated, and the first
 ``m`` samples of ``n`` are the ``m`` samples of a smaller set. Images are float32 in [0, 1]; any
-normalisation a CNN wants belongs inside the CNN (see ``fastinterp.zoo``).
+normalisation a CNN wants belongs inside the CNN (see ``fastinterp.datasets.zoo``).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastinterp.scores import Scorer
-from fastinterp.validation import check_images, check_model, check_size
+from fastinterp.baselines.scores import Scorer
+from fastinterp._core.validation import check_images, check_model, check_size
 
 __all__ = ["RiseMasks", "rise"]
 

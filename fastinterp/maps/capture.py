@@ -1,7 +1,7 @@
 """One forward and one backward pass that capture every requested layer's output and gradient.
 
 How it stays exact and leaves the model untouched:
-- The pass runs on an eval view of the model (``fastinterp.eval_view``): shallow copies of its
+- The pass runs on an eval view of the model (``fastinterp.maps.eval_view``): shallow copies of its
   modules sharing its tensors, in eval mode; our hooks go on the copies only. Nothing of the
   model changes (no flag is flipped, no hook is added), so concurrent calls on one model from
   several threads neither see each other's forwards nor each other's modes.
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastinterp.eval_view import add_forward_hook, eval_view
-from fastinterp.validation import (
+from fastinterp.maps.eval_view import add_forward_hook, eval_view
+from fastinterp._core.validation import (
     check_images,
     check_logits_and_targets,
     check_model,
@@ -113,11 +113,11 @@ def capture(
     """Run ``model`` once forward and once backward, capturing outputs and gradients.
 
     Args:
-        model: eager nn.Module; run as an eval view (``fastinterp.eval_view``), never modified.
+        model: eager nn.Module; run as an eval view (``fastinterp.maps.eval_view``), never modified.
         images: (B, C, H, W) float tensor on the model's device and dtype.
         layers: module names to watch (any module whose output is a (B, C, h, w) tensor);
             None watches every ``nn.Conv2d``.
-        targets: class per image (see :func:`fastinterp.validation.check_targets`); default argmax.
+        targets: class per image (see :func:`fastinterp._core.validation.check_targets`); default argmax.
         select: picks, from the watched layers that ran (execution order), the ones whose
             gradients to compute (default: all); e.g. ``lambda names: names[-1:]`` stops the
             backward at the last conv layer.

@@ -87,10 +87,10 @@ def check_state_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch
 
 
 def save_generator(path: str | Path, generator: nn.Module, **metadata: Any) -> Path:
-    """Save ``generator`` (built by ``fastinterp.models.build_generator``, so it has ``.config``)."""
+    """Save ``generator`` (built by ``fastinterp.generator.networks.build_generator``, so it has ``.config``)."""
     config = getattr(generator, "config", None)
     if not isinstance(config, dict):
-        raise TypeError("generator: expected a module from fastinterp.models.build_generator (with .config)")
+        raise TypeError("generator: expected a module from fastinterp.generator.networks.build_generator (with .config)")
     meta = {"format": GENERATOR_FORMAT, "generator": config, "fastinterp_version": __version__, **metadata}
     return save_tensors(path, generator.state_dict(), meta)
 
@@ -98,7 +98,7 @@ def save_generator(path: str | Path, generator: nn.Module, **metadata: Any) -> P
 def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the generator saved at ``path``; returns (module in eval mode, metadata). The module
     also carries the metadata as ``.fastinterp_metadata`` (what ``fastinterp.compile`` reads)."""
-    from fastinterp.models import build_generator
+    from fastinterp.generator.networks import build_generator
 
     tensors, metadata = load_tensors(path, GENERATOR_FORMAT)
     config = metadata.get("generator")

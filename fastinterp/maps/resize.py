@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastinterp.validation import check_size
+from fastinterp._core.validation import check_size
 
 __all__ = ["DEFAULT_IMAGE_RESIZE", "IMAGE_RESIZE_METHODS", "image_resize_of", "resize_images", "resize_maps"]
 

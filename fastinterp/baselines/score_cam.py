@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastinterp.cams.formulas import weighted_sum
-from fastinterp.scores import Scorer
-from fastinterp.validation import check_images, check_model, check_size
+from fastinterp.maps.formulas import weighted_sum
+from fastinterp.baselines.scores import Scorer
+from fastinterp._core.validation import check_images, check_model, check_size
 
 __all__ = ["score_cam", "score_cam_weights"]
 
@@ -31,7 +31,7 @@ def score_cam_weights(model: nn.Module, images: torch.Tensor, layer: str | None 
                       batch_size: int = 64, score: str = "logit"):
     """(weights (B, C), activations (B, C, h, w), targets (B,), forwards run) of Score-CAM."""
     if layer is None:
-        from fastinterp.layers import conv_layers
+        from fastinterp.maps.layers import conv_layers
 
         layer = conv_layers(model, images[:1])[-1]
     # the activations come from the scorer's clean forward (which also fixes the targets)

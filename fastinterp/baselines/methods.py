@@ -2,7 +2,7 @@
 images, targets)`` -> (B, H, W) float32 in [0, 1] at the images' size (or ``size``).
 
     "gradcam", "gradcam++", "layercam"   one forward + one backward to ``layer`` (default: the last
-                                         conv that runs): ``fastinterp.representation.gradcam``
+                                         conv that runs): ``fastinterp.maps.representation.gradcam``
     "score-cam"                          one forward per channel of ``layer`` (``score_cam``)
     "rise"                               ``n_masks`` forwards per image (``rise``)
 
@@ -33,8 +33,8 @@ def check_options(method: str, options: dict[str, Any] | None) -> dict[str, Any]
     if method in GRADIENT_BASELINES:
         allowed: set[str] = set()
     else:
-        from fastinterp.cams.rise import rise
-        from fastinterp.cams.score_cam import score_cam
+        from fastinterp.baselines.rise import rise
+        from fastinterp.baselines.score_cam import score_cam
 
         function = score_cam if method == "score-cam" else rise
         allowed = set(inspect.signature(function).parameters) - {"model", "images", "targets", "layer", "size"}
@@ -48,20 +48,20 @@ def baseline_map(method: str, model: nn.Module, images: torch.Tensor, targets: o
                  layer: str | None = None, size: int | tuple[int, int] | None = None,
                  **options: Any) -> torch.Tensor:
     """Maps (B, H, W) in [0, 1] of ``method`` (one of ``BASELINES``). ``options`` go to
-    :func:`~fastinterp.cams.score_cam.score_cam` (batch_size, score) or
-    :func:`~fastinterp.cams.rise.rise` (n_masks, cells, p, seed, batch_size, score)."""
+    :func:`~fastinterp.baselines.score_cam.score_cam` (batch_size, score) or
+    :func:`~fastinterp.baselines.rise.rise` (n_masks, cells, p, seed, batch_size, score)."""
     if method in GRADIENT_BASELINES:
-        from fastinterp.representation import gradcam
+        from fastinterp.maps.representation import gradcam
 
         if options:
             raise TypeError(f"{method}: takes no options, got {sorted(options)}")
         return gradcam(model, images, layer=layer, targets=targets, size=size, method=method)
     if method == "score-cam":
-        from fastinterp.cams.score_cam import score_cam
+        from fastinterp.baselines.score_cam import score_cam
 
         return score_cam(model, images, layer=layer, targets=targets, size=size, **options)
     if method == "rise":
-        from fastinterp.cams.rise import rise
+        from fastinterp.baselines.rise import rise
 
         if layer is not None:
             raise ValueError("layer: RISE explains the whole model (it masks the input); pass layer=None")

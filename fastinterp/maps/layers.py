@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastinterp.eval_view import add_forward_hook, eval_view
-from fastinterp.validation import check_images, check_model, first_conv, stem_weight
+from fastinterp.maps.eval_view import add_forward_hook, eval_view
+from fastinterp._core.validation import check_images, check_model, first_conv, stem_weight
 
 __all__ = ["conv_layers", "module_names"]
 
@@ -22,7 +22,7 @@ def conv_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> 
     """Qualified names of every ``nn.Conv2d`` that runs in ``model``'s forward, in execution order.
 
     The order is found by running the model once (under ``no_grad``, on an eval view of it: the
-    model itself is not touched, see ``fastinterp.eval_view``), not from registration order,
+    model itself is not touched, see ``fastinterp.maps.eval_view``), not from registration order,
     which differs in e.g. inception_v3 and densenet. A conv module called several times is
     listed once, at its first call.
 

@@ -1,5 +1,5 @@
 """A zoo of CNNs to explain: torchvision architectures (random init, no downloads) adapted to small
-inputs, trained on the synthetic datasets of :mod:`fastinterp.data` in minutes on a CPU, saved as
+inputs, trained on the synthetic datasets of :mod:`fastinterp.datasets.images` in minutes on a CPU, saved as
 safetensors (never pickle) with JSON metadata.
 
 Every zoo model takes images in [0, 1]: ImageNet normalisation is its first module
@@ -43,8 +43,8 @@ import torchvision
 from torch import nn
 
 from fastinterp._version import __version__
-from fastinterp.checkpoint import check_state_fits, load_tensors, save_tensors
-from fastinterp.data import DATASETS, SyntheticImages, num_classes as dataset_classes
+from fastinterp.generator.checkpoint import check_state_fits, load_tensors, save_tensors
+from fastinterp.datasets.images import DATASETS, SyntheticImages, num_classes as dataset_classes
 
 __all__ = [
     "ARCHS",
