@@ -4,7 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.fastinterp-installed
+# The editable install maps each module file at install time (scikit-build-core's import hook), so
+# the stamp is named after the set of package files: adding, moving or removing a module reinstalls.
+MODULES := $(shell find fastinterp kernels -name '*.py' 2>/dev/null | sort | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.fastinterp-installed-$(MODULES)
 PIP    := $(PY) -m pip --disable-pip-version-check
 
 .PHONY: demo test bench install clean
@@ -19,6 +22,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
 	# that nothing of the checkout but fastinterp (not kernels/, tests/, benchmarks/) is importable.
 	sed -i '\|^/|d' $(VENV)/lib/python*/site-packages/_editable_skbc_fastinterp.pth
 	$(PY) -c "import fastinterp._C, fastinterp; print('fastinterp', fastinterp.__version__, 'installed')"
+	rm -f $(VENV)/.fastinterp-installed*
 	touch $(STAMP)
 
 install: $(STAMP)
