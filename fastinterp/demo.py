@@ -1,6 +1,7 @@
 """The main job: explain freshly generated cluttered digits with the shipped CNN and the shipped
-fast generator (package data in ``fastinterp/pretrained/demo``) through the runtime
-(``fastinterp.compile(cnn, generator).explain(images)``), time it per stage and render a PNG grid.
+fast generator (``fastinterp.pretrained.DEMO``, package data in ``fastinterp/pretrained/demo``)
+through the runtime (``fastinterp.compile(cnn, generator).explain(images)``), time it per stage and
+render a PNG grid.
 
 The two checkpoints were made with the project's own commands: see
 ``fastinterp/pretrained/demo/README.md``. Drawing needs matplotlib (``pip install
@@ -8,40 +9,36 @@ The two checkpoints were made with the project's own commands: see
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 
 import torch
 
+from fastinterp import pretrained
+from fastinterp._core.extras import require
+from fastinterp.datasets.images import cluttered_digits
+from fastinterp.datasets.zoo import load_cnn
+from fastinterp.generator.checkpoint import load_generator
 from fastinterp.maps.representation import cnn_representation
+from fastinterp.metrics import fidelity
+from fastinterp.runtime.compiler import compile as compile_explainer
 
 __all__ = ["DEMO_FILES", "demo_checkpoints", "render_explanations", "run_demo"]
 
-DEMO_FILES = ("cnn.safetensors", "generator.safetensors")
+DEMO_FILES = ("cnn.safetensors", "generator.safetensors")  # a folder of a demo pair (checkpoints=)
 
 
 @contextmanager
 def demo_checkpoints(folder: str | Path | None = None) -> Iterator[tuple[Path, Path]]:
-    """(cnn, generator) checkpoint paths: the shipped ones (package data, found through
-    ``importlib.resources``, so they resolve in a wheel, an editable install or a zip), or the
-    two files of ``folder``."""
+    """(cnn, generator) checkpoint paths: the shipped ones (``fastinterp.pretrained.DEMO``), or the
+    two files ``DEMO_FILES`` of ``folder``."""
     if folder is not None:
         yield Path(folder) / DEMO_FILES[0], Path(folder) / DEMO_FILES[1]
         return
-    root = resources.files("fastinterp") / "pretrained" / "demo"
-    with resources.as_file(root / DEMO_FILES[0]) as cnn, resources.as_file(root / DEMO_FILES[1]) as generator:
-        yield Path(cnn), Path(generator)
-
-
-def _require_matplotlib() -> None:
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ModuleNotFoundError(
-            "the demo draws its picture with matplotlib, which is not installed: "
-            'pip install "fastinterp[demo]"', name="matplotlib")
+    cnn, generator = pretrained.DEMO
+    yield pretrained.path(cnn), pretrained.path(generator)
 
 
 def render_explanations(path: Path, images, masks, rep, generated, labels, order: str = "first_to_last") -> None:
@@ -88,13 +85,7 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
     "pearson"}) for the single CGM closest to the teacher (the baseline the generator must beat),
     "ms": {"cnn", "explain"} wall times for the whole batch, "stages": explain's per-stage ms}.
     """
-    from fastinterp.generator.checkpoint import load_generator
-    from fastinterp.datasets.images import cluttered_digits
-    from fastinterp.metrics import fidelity
-    from fastinterp.runtime import compile as compile_explainer
-    from fastinterp.datasets.zoo import load_cnn
-
-    _require_matplotlib()
+    require("matplotlib", "demo", "the demo draws its picture")
     with demo_checkpoints(checkpoints) as (cnn_path, generator_path):
         cnn, cnn_meta = load_cnn(cnn_path)
         generator, gen_meta = load_generator(generator_path)

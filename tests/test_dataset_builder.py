@@ -12,7 +12,9 @@ import torch
 
 from fastinterp import cnn_representation, representation_options
 from fastinterp.datasets.images import SyntheticImages, image_folder
-from fastinterp.datasets.build import MANIFEST, ExplanationDataset, build_dataset, main_build
+from fastinterp.cli.build_dataset import main as main_build
+from fastinterp.datasets.build import build_dataset
+from fastinterp.datasets.reader import MANIFEST, ExplanationDataset
 from fastinterp.datasets.zoo import build_cnn, save_cnn
 
 SIZE = 32
@@ -106,7 +108,7 @@ def _build_worker(rank, world, init_file, out_dir, threads, options, fail_rank):
             torch.manual_seed(seed)
             models.append((f"demo{seed}", demo_cnn(num_classes=10).eval()))
         if rank == fail_rank:
-            save = builder._save_shard
+            save = builder.save_tensors
             calls = []
 
             def save_then_die(path, tensors, metadata):
@@ -115,7 +117,7 @@ def _build_worker(rank, world, init_file, out_dir, threads, options, fail_rank):
                     raise RuntimeError("killed")
                 calls.append(path)
                 save(path, tensors, metadata)
-            builder._save_shard = save_then_die
+            builder.save_tensors = save_then_die  # what build_dataset writes each shard with
         build_dataset(models, "digits", out_dir=out_dir, **options)
     finally:
         dist.destroy_process_group()
@@ -282,7 +284,7 @@ def test_cli(tmp_path, capsys):
 
 def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
     from fastinterp.generator.checkpoint import save_generator
-    from fastinterp.cli import main_eval
+    from fastinterp.cli.eval_generator import main as main_eval
     from fastinterp.generator.networks import build_generator
     from fastinterp.generator.training import fidelity_report
 
@@ -303,7 +305,7 @@ def test_eval_generator_cli_reports_each_cnn(reference, tmp_path, capsys):
 
 def test_train_generator_cli_records_the_representation(cnns, reference, tmp_path, capsys):
     from fastinterp.generator.checkpoint import load_generator
-    from fastinterp.cli import main_train
+    from fastinterp.cli.train_generator import main as main_train
 
     with pytest.raises(SystemExit) as exit_info:
         main_train(["--help"])
@@ -325,7 +327,7 @@ def test_train_generator_cli_records_the_representation(cnns, reference, tmp_pat
 
 def test_train_generator_takes_several_datasets_of_one_representation(cnns, reference, tmp_path, capsys):
     from fastinterp.generator.checkpoint import load_generator
-    from fastinterp.cli import main_train
+    from fastinterp.cli.train_generator import main as main_train
 
     build_dataset(cnns[1:], "digits", out_dir=tmp_path / "b", **{**OPTIONS, "n": 6})
     assert main_train(["--data", str(reference), str(tmp_path / "b"), "--out", str(tmp_path / "g"),
@@ -384,7 +386,7 @@ def test_any_baseline_can_be_the_teacher(cnns, tmp_path, capsys, method, options
     import fastinterp
     from fastinterp.baselines import baseline_map
     from fastinterp.generator.checkpoint import load_generator
-    from fastinterp.cli import main_train
+    from fastinterp.cli.train_generator import main as main_train
 
     build_dataset(cnns[:1], "digits", out_dir=tmp_path / "data", dtype="float32", teacher_method=method,
                   teacher_options=options, **{**OPTIONS, "n": 3, "shard_size": 3})

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import fastinterp
-from fastinterp import demo
+
 from fastinterp.generator.checkpoint import load_generator
 from fastinterp.cli import main
 from fastinterp.demo import demo_checkpoints, run_demo
-from fastinterp.maps.representation import representation_options
+from fastinterp.maps.options import representation_options
 from fastinterp.datasets.zoo import load_cnn
 
 
@@ -56,7 +56,7 @@ def test_demo_rejects_a_missing_checkpoint_folder(tmp_path):
 
 def test_demo_without_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(demo.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "matplotlib" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match=r'pip install "fastinterp\[demo\]"'):
         run_demo(tmp_path / "grid.png")

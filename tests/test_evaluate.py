@@ -12,7 +12,10 @@ import pytest
 import torch
 
 import fastinterp
-from fastinterp.evaluation.report import main_evaluate, mean_se, paired, shipped_cnns, shipped_generators
+from fastinterp import pretrained
+from fastinterp.cli.evaluate import main as main_evaluate
+from fastinterp.evaluation.report import DEFAULT_CNNS, DEFAULT_GENERATORS
+from fastinterp.evaluation.stats import mean_se, paired
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -32,16 +35,16 @@ def test_evaluate_quick_fills_every_cell(tmp_path):
         for cell in row:
             assert cell and cell not in ("-", "—"), f"empty cell in {row}"
             assert not re.search(r"\bnan\b|\binf\b", cell, re.IGNORECASE), f"non-finite cell in {row}"
-    for cnn in shipped_cnns():
+    for cnn in DEFAULT_CNNS:
         assert f"## {cnn}" in report
         assert (tmp_path / "figures" / f"grid_{cnn}.png").stat().st_size > 10_000
-    first = next(iter(shipped_cnns()))  # the CGM ablation runs on the first CNN (the generators' domain)
+    first = DEFAULT_CNNS[0]  # the CGM ablation runs on the first CNN (the generators' domain)
     assert (tmp_path / "figures" / f"ablation_{first}.png").stat().st_size > 10_000
     # every baseline and every shipped generator has a row in each quality table
-    labels = ["Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM", "RISE", *shipped_generators()]
+    labels = ["Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM", "RISE", *DEFAULT_GENERATORS]
     quality = [row[0] for row in rows if len(row) == 11]
     for label in labels:
-        assert sum(name == label or name.startswith(label + " (") for name in quality) == len(shipped_cnns())
+        assert sum(name == label or name.startswith(label + " (") for name in quality) == len(DEFAULT_CNNS)
     state = json.loads((tmp_path / "evaluation.json").read_text())
 
     def finite(value):
@@ -68,7 +71,7 @@ def test_statistics_helpers():
 
 
 def test_generate_equals_explain_on_its_own_cgm():
-    cnn_path, generator_path = shipped_cnns()["digits-mobilenet_v3_small"], shipped_generators()["fast"]
+    cnn_path, generator_path = pretrained.path("digits-mobilenet_v3_small"), pretrained.path("fast")
     from fastinterp.datasets.zoo import load_cnn
 
     cnn, _ = load_cnn(cnn_path)
@@ -142,10 +145,11 @@ def test_distillation_table_on_hand_made_results():
 def test_a_tiny_distillation_end_to_end(tmp_path, capsys):
     """Score-CAM as the teacher: dataset -> generator -> compile says what it imitates -> the
     report's distillation table and a section of another command, all in seconds."""
-    from fastinterp.cli import main_train
-    from fastinterp.datasets.build import ExplanationDataset, main_build
+    from fastinterp.cli.train_generator import main as main_train
+    from fastinterp.cli.build_dataset import main as main_build
+    from fastinterp.datasets.reader import ExplanationDataset
 
-    cnn = shipped_cnns()["digits-mobilenet_v3_small"]
+    cnn = pretrained.path("digits-mobilenet_v3_small")
     assert main_build(["--cnn", str(cnn), "--dataset", "digits", "--n", "4", "--out", str(tmp_path / "data"),
                        "--teacher-method", "score-cam", "--teacher-option", "batch_size=256", "--no-progress"]) == 0
     assert ExplanationDataset(tmp_path / "data").config["teacher_method"] == "score-cam"
@@ -158,11 +162,14 @@ def test_a_tiny_distillation_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main_evaluate(["--quick", "--cnn", str(cnn), "--generator", f"score-cam={generator}", "--out", str(tmp_path)])
     (tmp_path / "report" / "sections").mkdir(parents=True)
-    (tmp_path / "report" / "sections" / "zz.md").write_text("## A section of another command\n")
+    (tmp_path / "report" / "sections" / "aa.md").write_text("## A section lying there, not asked for\n")
+    (tmp_path / "zz.md").write_text("## A section of another command\n")
     capsys.readouterr()
     assert main_evaluate(["--quick", "--n", "4", "--cnn", str(cnn), "--generator", f"sc={generator}", "--baselines",
-                          "score-cam", "--ablation-n", "0", "--out", str(tmp_path / "report"), "--no-progress"]) == 0
+                          "score-cam", "--ablation-n", "0", "--out", str(tmp_path / "report"), "--no-progress",
+                          "--section", str(tmp_path / "zz.md")]) == 0
     report = (tmp_path / "report" / "evaluation.md").read_text()
     assert "Distillation:" in report and "| sc (gradient) | Score-CAM |" in report
-    assert report.rstrip().endswith("## A section of another command")
+    assert report.rstrip().endswith("## A section of another command")  # the one passed, explicitly
+    assert "not asked for" not in report  # the package reads no file it was not given
     assert not (tmp_path / "report" / "figures" / f"ablation_{cnn.stem}.png").exists()  # --ablation-n 0

@@ -119,7 +119,7 @@ def test_heads_without_a_pooling_are_refused():
 
 def test_activation_representation_puts_the_head_cam_first():
     model, x = build("resnet18"), images_for("resnet18", batch=2)
-    rep = fastinterp.cnn_representation(model, x, **fastinterp.maps.representation.ACTIVATION_REPRESENTATION)
+    rep = fastinterp.cnn_representation(model, x, **fastinterp.ACTIVATION_REPRESENTATION)
     assert rep.layer_names[0] == HEAD_MAP and rep.positions[0] == 0 and rep.teacher_cgm is None
     head = fastinterp.ops.cumulative_average([activation_layer_maps(model, x).maps[-1]], 64, [0])[:, 0]
     torch.testing.assert_close(rep.cgm[:, 0], head, rtol=0, atol=1e-6)

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 import fastinterp
 from fastinterp import _C
 from fastinterp.ops import BACKENDS, cumulative_average, cumulative_average_reference
-from fastinterp.ops.cumulative_average import _pick_backend
 from fastinterp.ops.packing import pack_maps, packed_dtype
 
 TOL = 1e-5  # max abs error on fp32 inputs; outputs are in [0, 1]
@@ -232,11 +231,17 @@ def test_outputs_are_not_differentiable(backend, device):
     assert not out.requires_grad and out.grad_fn is None
 
 
-def test_auto_picks_cpp_on_cpu_and_triton_on_cuda():
+def test_auto_picks_cpp_on_cpu_and_triton_on_cuda_when_triton_is_there(monkeypatch):
     from fastinterp.kernels import cumulative_average as kernels
+    from fastinterp.ops import pick_backend
 
-    assert _pick_backend("auto", torch.device("cpu")) == "cpp"
-    assert _pick_backend("auto", torch.device("cuda")) == ("triton" if kernels.AVAILABLE else "torch")
+    assert pick_backend("auto", torch.device("cpu")) == "cpp"
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    assert pick_backend("auto", torch.device("cuda")) == "triton"
+    monkeypatch.setattr(kernels, "AVAILABLE", False)  # no triton installed: the reference on CUDA
+    assert pick_backend("auto", torch.device("cuda")) == "torch"
+    assert pick_backend("auto", torch.device("mps")) == "torch"
+    assert pick_backend("cpp", torch.device("cuda")) == "cpp"  # a named backend is taken as named
     assert sorted(BACKENDS) == ["cpp", "torch", "triton"]
 
 

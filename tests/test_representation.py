@@ -125,7 +125,7 @@ def test_defaults_keep_the_teacher_out_of_the_inputs():
     assert old.teacher_cgm == 0 and torch.equal(old.cgm[:, 0], old.teacher)
     assert fastinterp.cnn_representation(model, x, **fastinterp.PAPER_PRESET).teacher_cgm is None
     defaults = {name: p.default for name, p in inspect.signature(fastinterp.cnn_representation).parameters.items()}
-    defaults["order"] = fastinterp.maps.representation.default_order(defaults["kind"])  # None: the kind's default
+    defaults["order"] = fastinterp.maps.options.default_order(defaults["kind"])  # None: the kind's default
     assert {key: defaults[key] for key in fastinterp.DEFAULT_REPRESENTATION} == fastinterp.DEFAULT_REPRESENTATION
     assert fastinterp.DEFAULT_REPRESENTATION["order"] == "first_to_last"
 

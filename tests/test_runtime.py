@@ -65,7 +65,7 @@ def test_activation_explain_equals_its_hand_written_pipeline(arch):
     with fastinterp.compile(cnn, gen, representation="activation", input_size=64) as explainer:
         out = explainer.explain(x, targets=[1, 2])
         assert explainer.representation["kind"] == "activation"
-    _, expected = by_hand(cnn, gen, x, {**fastinterp.maps.representation.ACTIVATION_REPRESENTATION, "teacher": None},
+    _, expected = by_hand(cnn, gen, x, {**fastinterp.ACTIVATION_REPRESENTATION, "teacher": None},
                           targets=[1, 2])
     torch.testing.assert_close(out.maps, expected, rtol=0, atol=1e-5)
     assert out.targets.tolist() == [1, 2]
@@ -73,7 +73,7 @@ def test_activation_explain_equals_its_hand_written_pipeline(arch):
 
 def test_generator_from_a_checkpoint_uses_its_representation(tmp_path):
     cnn, gen = build("resnet18"), generator()
-    options = {**fastinterp.maps.representation.ACTIVATION_REPRESENTATION}
+    options = {**fastinterp.ACTIVATION_REPRESENTATION}
     path = save_generator(tmp_path / "g.safetensors", gen, representation={**options, "image_resize": "bilinear-antialias"})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing overridden: no warning
@@ -278,7 +278,7 @@ def test_profile_names_every_stage(explainer):
 
 
 def test_bench_quick_report_is_complete(tmp_path, capsys):
-    from fastinterp.runtime.bench import main
+    from fastinterp.cli.bench import main
 
     out = tmp_path / "bench.json"
     assert main(["--quick", "--no-progress", "--json", str(out)]) == 0
@@ -340,9 +340,9 @@ def test_bad_targets_and_representation_fields(explainer):
     with pytest.raises(TypeError, match="targets: expected class indices"):
         explainer.explain(x, np.array([1.0, 2.0]))
     cnn, gen = build("resnet18"), generator()
-    with pytest.raises(TypeError, match="skip_1x1 must be True or False"):
+    with pytest.raises(TypeError, match="representation: skip_1x1: expected True or False"):
         fastinterp.compile(cnn, gen, representation={"skip_1x1": "no"})
-    with pytest.raises(TypeError, match="teacher must be"):
+    with pytest.raises(TypeError, match="representation: teacher: expected .last., .first. or a module name"):
         fastinterp.compile(cnn, gen, representation={"teacher": 12345})
     switched = fastinterp.compile(cnn, gen, representation={"kind": "activation"}, input_size=64)
     assert switched.representation["order"] == "last_to_first"  # the new kind's default order
@@ -353,7 +353,7 @@ def test_bad_targets_and_representation_fields(explainer):
 def test_compile_errors_name_the_generator_side_and_the_probe(tmp_path):
     no_pool = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 28 * 28, 3)).eval()
     path = save_generator(tmp_path / "g.safetensors", generator(k=2),
-                          representation={**fastinterp.maps.representation.ACTIVATION_REPRESENTATION, "k": 2})
+                          representation={**fastinterp.ACTIVATION_REPRESENTATION, "k": 2})
     with pytest.raises(ValueError, match="generator was trained on the activation representation.*runs no average"):
         fastinterp.compile(no_pool, path, input_size=32)
     with pytest.raises(RuntimeError, match=r"compile: the probe run of Sequential on a \(1, 3, 224, 224\) input failed"):

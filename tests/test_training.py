@@ -10,10 +10,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fastinterp.generator.checkpoint import TRAIN_STATE_FORMAT, load_generator, load_tensors, save_generator, save_tensors
+from fastinterp._core.io import load_tensors, save_tensors
+from fastinterp.generator.checkpoint import TRAIN_STATE_FORMAT, load_generator, save_generator
 from fastinterp.generator.networks import build_discriminator, build_generator
 from fastinterp.metrics import mae, pearson
-from fastinterp.generator.training import CGM_GAIN, TrainConfig, augment_batch, batch_indices, evaluate, fidelity_report, train_generator
+from fastinterp.generator.training import CGM_GAIN, TrainConfig, augment_batch, batch_indices, dataset_fidelity, fidelity_report, train_generator
 
 K, S = 3, 16
 
@@ -151,11 +152,11 @@ def test_strategies_update_the_discriminator_as_documented(tmp_path, strategy, u
 def test_training_reduces_l1_and_checkpoint_round_trip(tmp_path, kind):
     data = ToyExplanations(n=16)
     g, d = nets(kind=kind)
-    before = evaluate(g, data)
+    before = dataset_fidelity(g, data)
     history = train_generator(g, d, data, TrainConfig(steps=60, batch_size=16, strategy="l1-warmup",
                                                       warmup_steps=60, lr=2e-3, val_every=60),
                               tmp_path, val_data=data, metadata={"dataset": "toy"}, **quiet())
-    after = evaluate(g, data)
+    after = dataset_fidelity(g, data)
     assert after["mae"] < 0.5 * before["mae"], (before, after)
     assert history[-1]["val_mae"] == pytest.approx(after["mae"])
     loaded, meta = load_generator(tmp_path / "generator.safetensors")
@@ -228,7 +229,7 @@ def test_corrupted_and_mismatched_checkpoints_are_clear_errors(tmp_path):
     save_generator(tmp_path / "other.safetensors", other)
     tensors, meta = load_tensors(tmp_path / "other.safetensors", "fastinterp-generator/1")
     meta["generator"] = g.config  # claims the K=3 architecture but holds K=4 weights
-    from fastinterp.generator.checkpoint import save_tensors
+    from fastinterp._core.io import save_tensors
 
     save_tensors(tmp_path / "lying.safetensors", tensors, meta)
     with pytest.raises(ValueError, match="does not match"):

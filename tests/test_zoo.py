@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 import fastinterp
+from fastinterp.cli.zoo import main as main_zoo
 from fastinterp.datasets.zoo import (
     ARCHS,
     DEFAULT_ZOO,
     Normalize,
     build_cnn,
     load_cnn,
-    main_zoo,
     save_cnn,
     train_cnn,
 )
@@ -147,11 +147,11 @@ def test_bad_checkpoints_raise_clearly(tmp_path):
         load_cnn(foreign)
 
     # metadata naming another architecture than the weights hold
-    from fastinterp.datasets.zoo import _weights_sha256
+    from fastinterp._core.hashing import weights_sha256
 
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "fastinterp-cnn/1", "arch": "resnet18", "num_classes": 3, "input_size": 32,
-            "weights_sha256": _weights_sha256(tensors)}
+            "weights_sha256": weights_sha256(tensors)}
     mismatched = tmp_path / "mismatched.safetensors"
     save_file(tensors, str(mismatched), metadata={"fastinterp": json.dumps(meta)})
     with pytest.raises(ValueError, match="does not fit a resnet18"):

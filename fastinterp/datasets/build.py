@@ -27,12 +27,8 @@ files, so the bytes are those of a single-process build.
 
 from __future__ import annotations
 
-import argparse
-import bisect
-import hashlib
 import json
 import math
-import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,42 +37,25 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset
 
+from fastinterp._core.hashing import file_sha256, weights_sha256
+from fastinterp._core.io import save_tensors
+from fastinterp._core.validation import stem_weight
 from fastinterp._version import __version__
 from fastinterp.baselines import BASELINES, baseline_map, check_options
-from fastinterp.maps.formulas import METHODS
-from fastinterp.generator.checkpoint import save_tensors
-from fastinterp.datasets.images import DATASETS, ImageFolderImages, SyntheticImages, image_folder, num_classes
-from fastinterp.maps.representation import DEFAULT_REPRESENTATION, KINDS, ORDERS, PRESETS, cnn_representation, default_order
+from fastinterp.datasets.images import DATASETS, ImageFolderImages, SyntheticImages, num_classes
+from fastinterp.datasets.reader import DATASET_FORMAT, FLOAT_KEYS, MANIFEST, read_manifest
+from fastinterp.maps.options import DEFAULT_REPRESENTATION, check_representation
+from fastinterp.maps.representation import cnn_representation
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE, resize_images
-from fastinterp._core.validation import stem_weight
 
-__all__ = ["MANIFEST", "ExplanationDataset", "build_dataset", "main_build"]
+__all__ = ["ASSIGN", "STORE_DTYPES", "TARGETS", "build_dataset", "rank_device", "rank_world"]
 
-MANIFEST = "manifest.json"
-DATASET_FORMAT = "fastinterp-explanations/1"
 RANK_FORMAT = "fastinterp-explanations-rank/1"
 SHARD_FORMAT = "fastinterp-explanations-shard/1"
 ASSIGN = ("round_robin", "all")
 TARGETS = ("predicted", "label")
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-_FLOAT_KEYS = ("image", "cgm", "teacher")
-_INT_KEYS = ("target", "label", "prediction", "cnn", "index")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _weights_sha256(model: nn.Module) -> str:
-    from fastinterp.datasets.zoo import _weights_sha256
-
-    return _weights_sha256(model.state_dict())
 
 
 def _check_cnns(cnns: object) -> list[tuple[str, nn.Module]]:
@@ -120,20 +99,18 @@ def _shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"out_dir: {path} is not a readable manifest ({error}); delete it to rebuild") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
-        raise ValueError(f"out_dir: {path} is not a {DATASET_FORMAT} manifest")
-    return manifest
+def rank_device(requested: str | None, rank: int) -> torch.device:
+    """``requested``, else this rank's own GPU (``LOCAL_RANK``, or the rank, modulo the GPUs) when
+    CUDA is there, else the CPU."""
+    if requested is not None:
+        return torch.device(requested)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return torch.device("cuda", local % torch.cuda.device_count())
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
     """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -225,7 +202,7 @@ def _explain_shard(cnns, data, examples: range, item_of, cnn_of, options: dict[s
         if masks is not None:
             out["mask"] = masks
         for key, value in out.items():
-            parts.setdefault(key, []).append(value.to(dtype) if key in _FLOAT_KEYS else value)
+            parts.setdefault(key, []).append(value.to(dtype) if key in FLOAT_KEYS else value)
         on_batch(len(batch))
     return {key: torch.cat(values).contiguous() for key, values in parts.items()}
 
@@ -296,7 +273,7 @@ def build_dataset(
     from tqdm.auto import tqdm
 
     cnns = _check_cnns(cnns)
-    for name, value, minimum in (("n", n, 1), ("k", k, 1), ("size", size, 1), ("batch_size", batch_size, 1),
+    for name, value, minimum in (("n", n, 1), ("size", size, 1), ("batch_size", batch_size, 1),
                                  ("shard_size", shard_size, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
@@ -304,7 +281,7 @@ def build_dataset(
             raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     if max_shards is not None and (isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 0):
         raise ValueError(f"max_shards: expected None or an int >= 0, got {max_shards!r}")
-    rank, world = _rank_world()
+    rank, world = rank_world()
     collective = world > 1  # ranks that agree over torch.distributed, not through a later call
     if part is not None:
         if (not isinstance(part, tuple) or len(part) != 2
@@ -313,19 +290,14 @@ def build_dataset(
         if collective:
             raise ValueError("part: the ranks come from torch.distributed here; leave part at None")
         rank, world = part
-    if kind not in KINDS:
-        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    order = default_order(kind) if order is None else order
-    for name, value, allowed in (("method", method, tuple(METHODS)), ("order", order, ORDERS),
-                                 ("target", target, TARGETS), ("assign", assign, ASSIGN),
+    order = check_representation({"kind": kind, "k": k, "size": size, "method": method, "order": order,
+                                  "teacher": teacher, "skip_1x1": skip_1x1})["order"]
+    for name, value, allowed in (("target", target, TARGETS), ("assign", assign, ASSIGN),
                                  ("dtype", dtype, tuple(STORE_DTYPES))):
         if value not in allowed:
             raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
-    if not isinstance(teacher, str):
-        raise TypeError(f"teacher: expected 'last', 'first' or a layer name, got {teacher!r}")
-    for name, value in (("skip_1x1", skip_1x1), ("allow_teacher_input", allow_teacher_input)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name}: expected True or False, got {value!r}")
+    if not isinstance(allow_teacher_input, bool):
+        raise TypeError(f"allow_teacher_input: expected True or False, got {allow_teacher_input!r}")
     if teacher_method is not None and teacher_method not in BASELINES:
         raise ValueError(f"teacher_method: expected None or one of {BASELINES}, got {teacher_method!r}")
     if teacher_options is not None and (not isinstance(teacher_options, dict) or teacher_method is None):
@@ -350,10 +322,10 @@ def build_dataset(
     config = {**options, "n": n, "assign": assign, "batch_size": batch_size, "shard_size": shard_size,
               "dataset": data.config, "classes": list(data.classes), "torch": torch.__version__,
               "cnns": [{"id": cid, "class": type(m).__name__, "arch": getattr(m, "arch", None),
-                        "weights_sha256": _weights_sha256(m)} for cid, m in cnns]}
+                        "weights_sha256": weights_sha256(m)} for cid, m in cnns]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous = _read_manifest(out_dir)
+    previous = read_manifest(out_dir)
     if previous is not None and previous.get("config") != config:
         old = previous.get("config") or {}
         differ = sorted(key for key in set(old) | set(config) if old.get(key) != config.get(key))
@@ -367,7 +339,7 @@ def build_dataset(
         recorded += _read_rank_file(path, config)
     for entry in recorded:
         path = out_dir / entry["file"]
-        if entry["index"] not in entries and path.is_file() and _sha256_file(path) == entry["sha256"]:
+        if entry["index"] not in entries and path.is_file() and file_sha256(path) == entry["sha256"]:
             entries[entry["index"]] = entry  # verified: keep
     # what only rank files hold is carried in this rank's file too, so that a second interruption
     # (which overwrites the rank files) loses nothing
@@ -394,10 +366,10 @@ def build_dataset(
             tensors = _explain_shard(cnns, data, examples, item_of, lambda j: j % count, options,
                                      batch_size, classes, bar.update)
             path = out_dir / _shard_name(s)
-            _save_shard(path, tensors, {"format": SHARD_FORMAT, "index": s, "start": examples.start,
+            save_tensors(path, tensors, {"format": SHARD_FORMAT, "index": s, "start": examples.start,
                                         "count": len(examples)})
             entries[s] = {"index": s, "file": path.name, "start": examples.start, "count": len(examples),
-                          "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+                          "bytes": path.stat().st_size, "sha256": file_sha256(path)}
             computed += 1
             written.append(entries[s])
             if world == 1:
@@ -415,7 +387,7 @@ def build_dataset(
             for report in reports:
                 for entry in report:
                     path = out_dir / entry["file"]
-                    if not path.is_file() or _sha256_file(path) != entry["sha256"]:
+                    if not path.is_file() or file_sha256(path) != entry["sha256"]:
                         raise RuntimeError(f"out_dir: shard {path} written by another rank does not match its "
                                            "recorded sha256 (do the ranks share one folder?)")
                     entries[entry["index"]] = entry
@@ -426,233 +398,3 @@ def build_dataset(
     if collective:
         dist.barrier()  # no rank returns before the manifest is written
     return out_dir / MANIFEST
-
-
-def _save_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    save_tensors(path, tensors, metadata)
-
-
-class ExplanationDataset(Dataset):
-    """The examples written by :func:`build_dataset`, read through memory maps.
-
-    Item -> dict: image (3, S, S), cgm (K, S, S), teacher (S, S) float32; target, label,
-    prediction, cnn, index int64 scalars; mask (S, S) bool when the dataset has masks.
-
-    Args:
-        out_dir: the folder holding ``manifest.json``.
-        verify: check every shard's sha256 against the manifest on opening.
-        allow_incomplete: read a dataset whose build was interrupted (only its finished shards).
-    """
-
-    def __init__(self, out_dir: str | Path, verify: bool = True, allow_incomplete: bool = False):
-        self.out_dir = Path(out_dir)
-        manifest = _read_manifest(self.out_dir)
-        if manifest is None:
-            raise ValueError(f"out_dir: {self.out_dir} holds no {MANIFEST}; build it with `fastinterp build-dataset`")
-        if not manifest["complete"] and not allow_incomplete:
-            raise ValueError(f"out_dir: {self.out_dir} is incomplete ({len(manifest['shards'])} of "
-                             f"{manifest['num_shards']} shards); rerun `fastinterp build-dataset` (or "
-                             "build_dataset) to finish it, or pass allow_incomplete=True")
-        self.manifest = manifest
-        self.config = manifest["config"]
-        self.shards = manifest["shards"]
-        for entry in self.shards:
-            path = self.out_dir / entry["file"]
-            if not path.is_file():
-                raise ValueError(f"out_dir: shard {path} is missing")
-            if verify and _sha256_file(path) != entry["sha256"]:
-                raise ValueError(f"out_dir: shard {path} is corrupted (sha256 differs from the manifest)")
-        self._ends = []
-        total = 0
-        for entry in self.shards:
-            total += entry["count"]
-            self._ends.append(total)
-        self._handles: dict[int, Any] = {}
-
-    @property
-    def cnn_ids(self) -> list[str]:
-        return [c["id"] for c in self.config["cnns"]]
-
-    @property
-    def has_masks(self) -> bool:
-        return self.config["dataset"]["kind"] == "synthetic"
-
-    def __len__(self) -> int:
-        return self._ends[-1] if self._ends else 0
-
-    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own handles
-        return {**self.__dict__, "_handles": {}}
-
-    def _handle(self, shard: int):
-        from safetensors import safe_open
-
-        if shard not in self._handles:
-            self._handles[shard] = safe_open(str(self.out_dir / self.shards[shard]["file"]), framework="pt")
-        return self._handles[shard]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if isinstance(i, bool) or not hasattr(i, "__index__"):
-            raise TypeError(f"index: expected an int, got {type(i).__name__}")
-        i = operator.index(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index: expected 0 <= index < {len(self)}, got {i}")
-        shard = bisect.bisect_right(self._ends, i)
-        row = i - (self._ends[shard] - self.shards[shard]["count"])
-        handle = self._handle(shard)
-        item = {}
-        for key in handle.keys():
-            value = handle.get_slice(key)[row:row + 1][0]
-            item[key] = value.float() if key in _FLOAT_KEYS else value
-        return item
-
-
-def _load_cnns(paths: Sequence[Path], device: str | torch.device = "cpu") -> list[tuple[str, nn.Module]]:
-    from fastinterp.datasets.zoo import load_cnn
-
-    cnns = []
-    for path in paths:
-        model, _ = load_cnn(path, map_location=device)
-        cnns.append((Path(path).stem, model))
-    return cnns
-
-
-def _rank_device(requested: str | None, rank: int) -> torch.device:
-    """``requested``, else this rank's own GPU (``LOCAL_RANK``, or the rank, modulo the GPUs) when
-    CUDA is there, else the CPU."""
-    if requested is not None:
-        return torch.device(requested)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    return torch.device("cuda", local % torch.cuda.device_count())
-
-
-def _spawned_build(rank: int, world: int, args: argparse.Namespace) -> None:
-    """One worker of ``--processes N``: builds the shards ``s % N == rank`` and records them in its
-    rank file (no process group: the parent writes the manifest once every worker is done)."""
-    _run_build(args, part=(rank, world))
-
-
-def main_build(argv: list[str] | None = None) -> int:
-    """``fastinterp build-dataset``: explain a dataset with zoo CNNs into a sharded training set."""
-    from fastinterp.cli import checkpoint_file, command_parser
-
-    parser = command_parser("build-dataset")
-    parser.add_argument("--cnn", type=checkpoint_file, nargs="+", required=True, metavar="CHECKPOINT",
-                        help="zoo checkpoints (.safetensors); the id of each is its file name stem")
-    parser.add_argument("--dataset", required=True,
-                        help=f"{' or '.join(sorted(DATASETS))} (synthetic), or a folder <class>/<image>")
-    parser.add_argument("--n", "--examples", dest="n", type=int, required=True,
-                        help="number of examples (--examples under torchrun, whose parser takes --n for its own)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
-    parser.add_argument("--split", default="train", choices=("train", "test"), help="synthetic split")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
-    parser.add_argument("--k", type=int, default=8, help="cumulative maps per example")
-    parser.add_argument("--size", type=int, default=64, help="generator resolution (maps and stored image)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="representation preset (the options below override it): 'default' is what the "
-                             "shipped generator was trained on, 'paper' the released code of arXiv 2301.08067, "
-                             "'activation' the forward-only representation")
-    parser.add_argument("--representation", dest="kind", choices=KINDS,
-                        help="'gradient' (Grad-CAM-like maps of every conv: forward + backward at explain time) or "
-                             "'activation' (forward only: activation maps and the head's CAM)")
-    parser.add_argument("--method", choices=sorted(METHODS))
-    parser.add_argument("--order", choices=ORDERS)
-    parser.add_argument("--teacher", help="'last', 'first' or a module name")
-    parser.add_argument("--teacher-method", choices=BASELINES,
-                        help="the explanation the generator learns (default: --method's map of the --teacher layer); "
-                             "score-cam at the --teacher layer, rise of the whole model")
-    parser.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of --teacher-method, e.g. n_masks=1000 (rise) or batch_size=128; repeatable")
-    parser.add_argument("--skip-1x1", dest="skip_1x1", action=argparse.BooleanOptionalAction,
-                        help="leave out layers with a 1x1 output (squeeze-excitation convs)")
-    parser.add_argument("--allow-teacher-input", action="store_true",
-                        help="build even if a CGM equals the teacher map (refused by default)")
-    parser.add_argument("--target", default="predicted", choices=TARGETS)
-    parser.add_argument("--assign", default="round_robin", choices=ASSIGN)
-    parser.add_argument("--dtype", default="float16", choices=sorted(STORE_DTYPES))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=512)
-    parser.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="split the shards over this many local processes (rank r computes shards s with "
-                             "s %% N == r); under torchrun, leave it at 1: the ranks come from torchrun")
-    parser.add_argument("--device", default=None,
-                        help="where the CNNs run (default: each rank's own GPU when CUDA is there, else cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads per process (default: torch's, or the cores / --processes)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.processes < 1:
-        parser.error(f"--processes: expected an int >= 1, got {args.processes}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads: expected an int >= 1, got {args.threads}")
-    teacher_options = {}
-    for item in args.teacher_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--teacher-option: expected KEY=VALUE, got {item!r}")
-        try:
-            teacher_options[key] = json.loads(value)  # numbers (and true/false)
-        except json.JSONDecodeError:
-            teacher_options[key] = value
-    if teacher_options and args.teacher_method is None:
-        parser.error("--teacher-option: needs --teacher-method")
-    args.teacher_options = teacher_options or None
-    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if args.processes > 1 and torchrun:
-        parser.error("--processes: under torchrun the ranks come from torchrun; leave --processes at 1")
-    if args.processes > 1:
-        if args.threads is None:
-            args.threads = max(1, (os.cpu_count() or 1) // args.processes)
-        import torch.multiprocessing as mp
-
-        mp.spawn(_spawned_build, args=(args.processes, args), nprocs=args.processes, join=True)
-        _run_build(args, finish=True)  # verifies every worker's shards, writes the manifest
-        return _report(args)
-    if torchrun and not dist.is_initialized():
-        dist.init_process_group("gloo")  # env:// from torchrun; only shard lists travel over it
-        try:
-            _run_build(args)
-        finally:
-            dist.destroy_process_group()
-        return _report(args) if int(os.environ.get("RANK", "0")) == 0 else 0
-    _run_build(args)
-    return _report(args)
-
-
-def _run_build(args: argparse.Namespace, part: tuple[int, int] | None = None, finish: bool = False) -> None:
-    """This process's part of ``fastinterp build-dataset``: all of it alone, its ranks' shards
-    under torch.distributed or as ``part``, or (``finish``) only the verification and manifest
-    after the parts."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    rank = part[0] if part is not None else _rank_world()[0]
-    cnns = _load_cnns(args.cnn, torch.device("cpu") if finish else _rank_device(args.device, rank))
-    dataset: object = args.dataset
-    if args.dataset not in DATASETS:
-        sizes = {getattr(m, "input_size", None) for _, m in cnns}
-        if len(sizes) != 1:
-            raise ValueError(f"--cnn: the CNNs take different input sizes {sorted(sizes)}")
-        dataset = image_folder(args.dataset, sizes.pop())
-    rep = {key: value for key, value in PRESETS[args.preset].items() if key in ("kind", "method", "order", "teacher", "skip_1x1")}
-    rep.update({key: getattr(args, key) for key in rep if getattr(args, key) is not None})
-    build_dataset(cnns, dataset, args.n, args.out, k=args.k, size=args.size, batch_size=args.batch_size,
-                  shard_size=args.shard_size, seed=args.seed, split=args.split, **rep,
-                  allow_teacher_input=args.allow_teacher_input,
-                  teacher_method=args.teacher_method, teacher_options=args.teacher_options,
-                  target=args.target, assign=args.assign,
-                  dtype=args.dtype, progress=not (args.no_progress or finish),
-                  max_shards=0 if finish else args.max_shards, part=part)
-
-
-def _report(args: argparse.Namespace) -> int:
-    state = json.loads((args.out / MANIFEST).read_text())
-    done = sum(s["count"] for s in state["shards"])
-    print(f"{done} of {args.n} examples in {len(state['shards'])} of {state['num_shards']} shards -> "
-          f"{args.out / MANIFEST}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main_build())

@@ -20,7 +20,7 @@ that the total stride is 16 (last conv map 4x4 at 64x64):
   it, 20,480 images reached 59% test accuracy).
 - mnasnet0_5 (52 convs; inverted residuals with 5x5 depthwise convs, no squeeze-excitation): stem
   stride 1 (was 2); always BatchNorm momentum 0.1 (was 0.0003). Its recipe below is not yet one
-  that trains: on digits it reached 19.3% test accuracy (benchmarks/NOTES.md, outcome 8).
+  that trains: on digits it reached 19.3% test accuracy (experiments/NOTES.md, outcome 8).
 
 (vgg11_bn has only 8 convs, too few for K = 8 cumulative maps, hence vgg13_bn.) The conv counts
 include the 1x1 convs of squeeze-excitation blocks, which run on 1x1 maps.
@@ -28,7 +28,6 @@ include the 1x1 convs of squeeze-excitation blocks, which run on 1x1 maps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -43,7 +42,8 @@ import torchvision
 from torch import nn
 
 from fastinterp._version import __version__
-from fastinterp.generator.checkpoint import check_state_fits, load_tensors, save_tensors
+from fastinterp._core.hashing import weights_sha256
+from fastinterp._core.io import check_state_fits, load_tensors, save_tensors
 from fastinterp.datasets.images import DATASETS, SyntheticImages, num_classes as dataset_classes
 
 __all__ = [
@@ -55,9 +55,9 @@ __all__ = [
     "RECIPES",
     "ZooCNN",
     "build_cnn",
-    "evaluate",
+    "STORED_DTYPES",
+    "accuracy",
     "load_cnn",
-    "main_zoo",
     "save_cnn",
     "train_cnn",
 ]
@@ -87,7 +87,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "regnet_x_400mf": {"epochs": 1, "train_size": 30720, "batch_size": 32, "lr": 2e-3},
     "mnasnet0_5": {"epochs": 1, "train_size": 61440, "batch_size": 32, "lr": 2e-3},
 }
-_STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class Normalize(nn.Module):
@@ -195,21 +195,11 @@ def build_cnn(arch: str, num_classes: int, input_size: int = 64) -> ZooCNN:
 
 # ----------------------------------------------------------------------------- save / load
 
-def _weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _stored_state(model: ZooCNN, dtype: str) -> dict[str, torch.Tensor]:
     """The state dict as it will be stored: floating tensors cast to ``dtype``."""
-    if dtype not in _STORED_DTYPES:
-        raise ValueError(f"dtype: expected one of {sorted(_STORED_DTYPES)}, got {dtype!r}")
-    target = _STORED_DTYPES[dtype]
+    if dtype not in STORED_DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(STORED_DTYPES)}, got {dtype!r}")
+    target = STORED_DTYPES[dtype]
     return {k: (v.detach().to(target) if v.is_floating_point() else v.detach()).contiguous().cpu()
             for k, v in model.state_dict().items()}
 
@@ -226,7 +216,7 @@ def save_cnn(path: str | Path, model: ZooCNN, metadata: dict[str, Any], dtype: s
         raise ValueError(f"path: expected a .safetensors file name, got {path}")
     tensors = _stored_state(model, dtype)
     meta = {**metadata, "format": CNN_FORMAT, "arch": model.arch, "num_classes": model.num_classes,
-            "input_size": model.input_size, "stored_dtype": dtype, "weights_sha256": _weights_sha256(tensors),
+            "input_size": model.input_size, "stored_dtype": dtype, "weights_sha256": weights_sha256(tensors),
             "fastinterp_version": __version__}
     save_tensors(path, tensors, meta)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -250,7 +240,7 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tupl
     """
     path = Path(path)
     tensors, meta = load_tensors(path, CNN_FORMAT, argument="path")
-    if _weights_sha256(tensors) != meta.get("weights_sha256"):
+    if weights_sha256(tensors) != meta.get("weights_sha256"):
         raise ValueError(f"path: {path} is corrupted: its weights do not match the sha256 in its header")
     try:
         model = build_cnn(meta["arch"], meta["num_classes"], meta["input_size"])
@@ -268,7 +258,7 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tupl
 # ----------------------------------------------------------------------------- training
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: SyntheticImages, batch_size: int = 256) -> float:
+def accuracy(model: nn.Module, dataset: SyntheticImages, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` (eval mode, state restored) on every item of ``dataset``."""
     was_training = model.training
     model.eval()
@@ -327,8 +317,8 @@ def train_cnn(
     for name, value in (("lr", lr), ("weight_decay", weight_decay)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    if dtype not in _STORED_DTYPES:
-        raise ValueError(f"dtype: expected one of {sorted(_STORED_DTYPES)}, got {dtype!r}")
+    if dtype not in STORED_DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(STORED_DTYPES)}, got {dtype!r}")
 
     classes = dataset_classes(dataset)
     torch.manual_seed(seed)
@@ -366,10 +356,10 @@ def train_cnn(
     # measure the weights as they will be stored
     _load_state(model, {k: v.to(torch.float32) if v.is_floating_point() else v
                            for k, v in _stored_state(model, dtype).items()})
-    accuracy = evaluate(model, test)
+    test_accuracy = accuracy(model, test)
     metadata = {
         "arch": arch, "dataset": dataset, "input_size": input_size, "num_classes": classes,
-        "classes": list(DATASETS[dataset].classes), "test_accuracy": accuracy, "test_size": test_size,
+        "classes": list(DATASETS[dataset].classes), "test_accuracy": test_accuracy, "test_size": test_size,
         "test_split": "test", "train_seconds": round(train_seconds, 1), "epoch_losses": losses,
         "conv_layers": sum(isinstance(m, nn.Conv2d) for m in model.modules()),
         "train_config": {"epochs": epochs, "train_size": train_size, "batch_size": batch_size, "lr": lr,
@@ -379,45 +369,3 @@ def train_cnn(
     if out is not None:
         save_cnn(Path(out) / f"{arch}_{dataset}.safetensors", model, metadata, dtype=dtype)
     return model, {**metadata, "format": CNN_FORMAT, "stored_dtype": dtype, "fastinterp_version": __version__}
-
-
-def main_zoo(argv: list[str] | None = None) -> int:
-    """``fastinterp zoo``: train several architectures on a synthetic dataset and save them."""
-    from fastinterp.cli import command_parser
-
-    parser = command_parser("zoo")
-    parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ZOO), choices=ARCHS, metavar="ARCH",
-                        help=f"architectures to train, from {', '.join(ARCHS)} (default: %(default)s)")
-    parser.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
-    parser.add_argument("--input-size", type=int, default=64, help="image side in pixels (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the arch's recipe (RECIPES)")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="distinct training images per epoch (default: the arch's recipe)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the arch's recipe")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="peak learning rate of the one-cycle schedule (default: the arch's recipe)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--test-size", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="float16", choices=sorted(_STORED_DTYPES),
-                        help="stored weight dtype (accuracy is measured on the stored weights)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=Path("checkpoints/zoo"))
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(_check_int("--threads", args.threads, 1))
-    for arch in args.archs:
-        _, meta = train_cnn(arch, args.dataset, input_size=args.input_size, epochs=args.epochs,
-                            train_size=args.train_size, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, test_size=args.test_size, seed=args.seed,
-                            out=args.out, dtype=args.dtype, progress=not args.no_progress)
-        path = args.out / f"{arch}_{args.dataset}.safetensors"
-        print(f"{arch:20s} {args.dataset}: test accuracy {meta['test_accuracy']:.2%} "
-              f"({meta['test_size']} images), trained in {meta['train_seconds']:.0f} s -> {path} "
-              f"({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main_zoo())

@@ -4,124 +4,42 @@ numbers (``<out>/evaluation.json``).
 
 Default: the shipped CNNs (the demo's digits mobilenet_v3_small and the textured-shapes one) and
 the shipped generators (the demo's fast generator on the gradient representation, the
-forward-only one, and the paper's GSFT). ``--quick`` runs a few images with cheap settings (CI: every cell filled).
+forward-only one, and the paper's GSFT), by their names in ``fastinterp.pretrained``.
+``quick_config()`` runs a few images with cheap settings (CI: every cell filled).
 
-Sections made by other commands (``benchmarks/distill.py``, ``benchmarks/generalisation.py``) are
-``<out>/sections/*.md``; the report ends with each of them, in name order.
+Sections written elsewhere (e.g. the distillation and generalisation experiments' markdown) are
+appended when passed as ``sections``: the package reads no file it was not given.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import platform
-import shlex
-import sys
 import time
-from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torchvision
 
+from fastinterp import pretrained
+from fastinterp._core.extras import require
 from fastinterp._version import __version__
-from fastinterp.evaluation.run import FAITHFULNESS, FIDELITY, LOCALISATION, EvaluationConfig
+from fastinterp.baselines import BASELINES
+from fastinterp.datasets.zoo import load_cnn
+from fastinterp.evaluation.ablation import cgm_ablation
+from fastinterp.evaluation.figures import ablation_figure, grid_figure
+from fastinterp.evaluation.methods import baseline_methods, generator_method
+from fastinterp.evaluation.run import (FAITHFULNESS, FIDELITY, LOCALISATION, EvaluationConfig, batching_overhead,
+                                       evaluate_cnn)
+from fastinterp.evaluation.stats import cell as _cell
+from fastinterp.evaluation.stats import mean_se, paired
 
-__all__ = ["distillation_table", "main_evaluate", "shipped_cnns", "shipped_generators", "write_report"]
+__all__ = ["DEFAULT_CNNS", "DEFAULT_GENERATORS", "DISTILLED_COST", "distillation_table", "quick_config",
+           "render_report", "run_evaluation", "write_report"]
 
-
-def _pretrained(*parts: str) -> Path:
-    return Path(str(resources.files("fastinterp").joinpath("pretrained", *parts)))
-
-
-def shipped_cnns() -> dict[str, Path]:
-    """name -> checkpoint of the CNNs shipped with the package."""
-    return {"digits-mobilenet_v3_small": _pretrained("demo", "cnn.safetensors"),
-            "shapes-mobilenet_v3_small": _pretrained("shapes", "cnn.safetensors")}
-
-
-def shipped_generators() -> dict[str, Path]:
-    """name -> checkpoint of the generators shipped with the package."""
-    return {"fast": _pretrained("demo", "generator.safetensors"),
-            "fast-fo": _pretrained("forward_only", "generator.safetensors"),
-            "gsft": _pretrained("paper", "gsft.safetensors")}
-
-
-# ---- statistics --------------------------------------------------------------------------------
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(n); 0 for n = 1)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
-def paired(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean and SE of a - b over the same images."""
-    return mean_se([x - y for x, y in zip(a, b)])
-
-
-def _cell(values: list[float], digits: int = 3) -> str:
-    mean, se = mean_se(values)
-    return f"{mean:.{digits}f} ± {se:.{digits}f}"
-
-
-# ---- figures -----------------------------------------------------------------------------------
-
-def _grid_figure(path: Path, grid: dict, labels: dict[str, str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(grid["maps"])
-    rows, cols = grid["images"].shape[0], 2 + len(names)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.5 * rows), squeeze=False)
-    for r in range(rows):
-        image = grid["images"][r].permute(1, 2, 0).clamp(0, 1).numpy()
-        panels = [(image, None, f"label {int(grid['labels'][r])}"), (grid["masks"][r].float().numpy(), "gray", "GT mask")]
-        panels += [(grid["maps"][n][r].numpy(), "jet", labels[n]) for n in names]
-        for c, (data, cmap, title) in enumerate(panels):
-            ax = axes[r][c]
-            if cmap == "jet":
-                ax.imshow(image)
-                ax.imshow(data, cmap=cmap, alpha=0.5, vmin=0, vmax=1)
-            else:
-                ax.imshow(data, cmap=cmap)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=7)
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _ablation_figure(path: Path, ablations: dict[str, dict], labels: dict[str, str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    keys = (("change", "mean |map change| when CGM j -> its mean"), ("deletion", "deletion AUC increase (worse)"),
-            ("insertion", "insertion AUC decrease (worse)"))
-    width = 0.8 / max(1, len(ablations))
-    for ax, (key, title) in zip(axes, keys):
-        for i, (name, result) in enumerate(ablations.items()):
-            stats = [mean_se(v) for v in result[key]]
-            xs = [j + (i - (len(ablations) - 1) / 2) * width for j in range(len(stats))]
-            ax.bar(xs, [m for m, _ in stats], width, yerr=[2 * s for _, s in stats], capsize=2, label=labels[name])
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("CGM j (cumulative map; see the table for each generator's order)", fontsize=8)
-        ax.axhline(0, color="black", linewidth=0.5)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+DEFAULT_CNNS = ("digits-mobilenet_v3_small", "shapes-mobilenet_v3_small")  # names in fastinterp.pretrained
+DEFAULT_GENERATORS = ("fast", "fast-fo", "gsft")
 
 
 # ---- markdown ----------------------------------------------------------------------------------
@@ -166,7 +84,9 @@ def _separability(result: dict) -> list[str]:
 
 
 def _targets(result: dict) -> list[str]:
-    """The issue's targets, checked on this CNN's images."""
+    """The evaluation's targets, checked on this CNN's images: each generator no worse than its
+    teacher by more than 2 paired SE in deletion and insertion AUC; the best generator's pointing
+    game at least Grad-CAM's."""
     lines = []
     rows = result["per_image"]
     generators = [n for n, m in result["methods"].items() if m["kind"] == "generator"]
@@ -192,7 +112,7 @@ def _targets(result: dict) -> list[str]:
 
 
 # an expensive explanation distilled into a generator: the share of the teacher's cost the generator
-# may take (issue 13: Score-CAM 5%, RISE 1%)
+# may take (Score-CAM 5%, RISE 1%: the distillation's targets, reports/evaluation.md)
 DISTILLED_COST = {"score-cam": 0.05, "rise": 0.01}
 
 
@@ -262,9 +182,9 @@ def _ablation_table(ablations: dict[str, dict], methods: dict[str, dict]) -> lis
 
 def write_report(path: Path, results: list[dict], ablations: dict[str, dict[str, dict]], config: EvaluationConfig,
                  command: str, wall_s: float, overhead: dict | None, reading: str | None, figures: dict,
-                 machine: str | None = None) -> None:
-    import torchvision
-
+                 machine: str | None = None, sections: Sequence[str | Path] = ()) -> None:
+    """``path`` (markdown) from an evaluation's results; ``sections``: markdown files appended in the
+    order given, each a section written elsewhere (naming the command that made it)."""
     lines = ["# Evaluation: faithfulness, localisation and fidelity of fastinterp's explanations", "",
              "Made by one command (rerun it to rebuild this file and its figures):", "", "```bash", command, "```", "",
              f"fastinterp {__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
@@ -315,129 +235,60 @@ def write_report(path: Path, results: list[dict], ablations: dict[str, dict[str,
                   f"**{overhead['ratio']:.2f}x** (target <= 2x).", ""]
     if reading:
         lines += ["## Reading", "", reading.strip(), ""]
-    for section in sorted((path.parent / "sections").glob("*.md")):  # written by other commands, each
-        lines += [section.read_text().strip(), ""]                   # naming the command that made it
+    for section in sections:
+        lines += [Path(section).read_text().strip(), ""]
     path.write_text("\n".join(lines))
 
 
-# ---- command -----------------------------------------------------------------------------------
-
-def _batching_overhead(cnn, dataset: str, n: int, steps: int, batch: int, seed: int) -> dict:
-    from fastinterp.baselines import baseline_map
-    from fastinterp.datasets.images import synthetic_dataset
-    from fastinterp.maps.eval_view import eval_view
-    from fastinterp.metrics import deletion
-
-    images, _, _ = synthetic_dataset(dataset, n, size=cnn.input_size, seed=seed, split="test").batch(range(n))
-    maps = torch.cat([baseline_map("gradcam", cnn, images[i:i + 128]) for i in range(0, n, 128)])
-    start = time.perf_counter()
-    deletion(cnn, images, maps, steps=steps, batch_size=batch)
-    metric_s = time.perf_counter() - start
-    forwards = (steps + 1) * n  # steps perturbed curve points and the clean forward (= step 0)
-    view = eval_view(cnn)
-    start = time.perf_counter()
-    with torch.no_grad():
-        done = 0
-        while done < forwards:
-            m = min(batch, forwards - done)
-            view(images[done % n:done % n + m] if done % n + m <= n else images[:m])
-            done += m
-    forwards_s = time.perf_counter() - start
-    return {"cnn": cnn.arch, "n": n, "steps": steps, "batch": batch, "forwards": forwards, "metric_s": metric_s,
-            "forwards_s": forwards_s, "ratio": metric_s / forwards_s}
+def quick_config(seed: int = 0) -> EvaluationConfig:
+    """A few images with cheap settings: every cell of the report filled in seconds, numbers
+    meaningless (CI)."""
+    return EvaluationConfig(n=8, batch=8, steps=4, road_fractions=(0.5,), rise_masks=16, seed=seed, timing_repeats=1)
 
 
-def _named_paths(items: list[str] | None, default: dict[str, Path], flag: str) -> dict[str, Path]:
-    if not items:
-        return default
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).stem, item
-        if not Path(path).is_file():
-            raise SystemExit(f"{flag}: {path} is not a file")
-        out[name] = Path(path)
-    return out
+def run_evaluation(out: str | Path, config: EvaluationConfig = EvaluationConfig(), *,
+                   cnns: dict[str, Path] | None = None, generators: dict[str, Path] | None = None,
+                   baselines: Sequence[str] = BASELINES, ablation_n: int = 48, overhead_n: int = 1000,
+                   reading: str | None = None, sections: Sequence[str | Path] = (), command: str = "",
+                   progress: bool = True) -> Path:
+    """Evaluate every baseline and generator on every CNN; write ``<out>/evaluation.md``,
+    ``<out>/evaluation.json`` and ``<out>/figures/``. Returns the markdown's path.
 
-
-def main_evaluate(argv: list[str] | None = None) -> int:
-    from fastinterp.cli import command_parser
-    from fastinterp.evaluation.ablation import cgm_ablation
-    from fastinterp.evaluation.methods import baseline_methods, generator_method
-    from fastinterp.evaluation.run import evaluate_cnn
-    from fastinterp.datasets.zoo import load_cnn
-
-    parser = command_parser("evaluate")
-    parser.add_argument("--cnn", nargs="+", metavar="[NAME=]CHECKPOINT",
-                        help="zoo CNN checkpoints (default: the shipped digits and shapes CNNs); each is evaluated on "
-                             "the held-out test split of the dataset it was trained on")
-    parser.add_argument("--generator", nargs="*", metavar="[NAME=]CHECKPOINT",
-                        help="generator checkpoints (default: the shipped fast, forward-only fast and gsft generators); "
-                             "--generator with no value: baselines only")
-    parser.add_argument("--baselines", nargs="*", default=None, help="baselines (default: all)")
-    parser.add_argument("--n", type=int, default=None, help="images per CNN (default 128; --quick 8)")
-    parser.add_argument("--ablation-n", type=int, default=None,
-                        help="images of the CGM ablation, run on the first CNN only (default 48; 0: skip)")
-    parser.add_argument("--rise-masks", type=int, default=None, help="RISE masks (default 500)")
-    parser.add_argument("--steps", type=int, default=None, help="deletion / insertion steps (default 16)")
-    parser.add_argument("--overhead-n", type=int, default=None,
-                        help="images of the batching-overhead measurement (default 1000; 0: skip)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder of evaluation.md and figures/")
-    parser.add_argument("--reading", type=Path, default=None, help="markdown appended as the report's reading")
-    parser.add_argument("--quick", action="store_true", help="a few images, cheap settings (seconds; for CI)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite <out>/evaluation.md from <out>/evaluation.json (e.g. with a new --reading); "
-                             "computes nothing")
-    args = parser.parse_args(argv)
-    if args.render_only:
-        state = json.loads((args.out / "evaluation.json").read_text())
-        config = EvaluationConfig(**{**state["config"], "road_fractions": tuple(state["config"]["road_fractions"])})
-        reading = args.reading.read_text() if args.reading is not None else None
-        write_report(args.out / "evaluation.md", state["results"], state["ablations"], config, state["command"],
-                     state["wall_s"], state["overhead"], reading, state["figures"], machine=state["machine"])
-        print(f"wrote {args.out / 'evaluation.md'} from {args.out / 'evaluation.json'}")
-        return 0
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    from fastinterp.baselines import BASELINES
-    from fastinterp.demo import _require_matplotlib
-
-    _require_matplotlib()
-    quick = args.quick
-    config = EvaluationConfig(
-        n=args.n or (8 if quick else 128), batch=8 if quick else 32, steps=args.steps or (4 if quick else 16),
-        road_fractions=(0.5,) if quick else (0.2, 0.4, 0.6, 0.8), rise_masks=args.rise_masks or (16 if quick else 500),
-        seed=args.seed, timing_repeats=1 if quick else 3)
-    ablation_n = min(config.n, args.ablation_n if args.ablation_n is not None else (4 if quick else 48))
-    overhead_n = args.overhead_n if args.overhead_n is not None else (0 if quick else 1000)
-    cnn_paths = _named_paths(args.cnn, shipped_cnns(), "--cnn")
-    generator_paths = _named_paths(args.generator, shipped_generators(), "--generator") \
-        if args.generator is None or args.generator else {}
-    baselines = tuple(args.baselines) if args.baselines is not None else BASELINES
+    Args:
+        cnns: name -> zoo checkpoint, each evaluated on the held-out test split of the dataset it
+            was trained on (default: ``DEFAULT_CNNS`` of ``fastinterp.pretrained``).
+        generators: name -> generator checkpoint (default: ``DEFAULT_GENERATORS``; {}: baselines only).
+        baselines: some of ``fastinterp.baselines.BASELINES``.
+        ablation_n: images of the CGM ablation, run on the first CNN only (0: skip).
+        overhead_n: images of the batching-overhead measurement (0: skip).
+        reading: markdown appended as the report's reading.
+        sections: markdown files appended at the end, in this order.
+        command: the command line recorded in the report (how to rebuild it).
+    """
+    require("matplotlib", "eval", "fastinterp evaluate draws its figures")  # before minutes of work, not after
+    out = Path(out)
+    cnns = {name: pretrained.path(name) for name in DEFAULT_CNNS} if cnns is None else dict(cnns)
+    generators = {name: pretrained.path(name) for name in DEFAULT_GENERATORS} if generators is None else dict(generators)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        parser.error(f"--baselines: unknown {unknown}; expected some of {BASELINES}")
-    clash = sorted(set(generator_paths) & set(BASELINES))
+        raise ValueError(f"baselines: unknown {unknown}; expected some of {BASELINES}")
+    clash = sorted(set(generators) & set(BASELINES))
     if clash:
-        parser.error(f"--generator: the names {clash} are baselines' names; name the generators otherwise (NAME=PATH)")
-
+        raise ValueError(f"generators: the names {clash} are baselines' names; name the generators otherwise")
+    ablation_n = min(config.n, ablation_n)
     start = time.perf_counter()
     results, ablations = [], {}
-    for cnn_name, path in cnn_paths.items():
+    for cnn_name, path in cnns.items():
         cnn, meta = load_cnn(path)
-        methods = baseline_methods(cnn, baselines, rise_masks=config.rise_masks, batch_size=config.score_batch,
+        methods = baseline_methods(cnn, tuple(baselines), rise_masks=config.rise_masks, batch_size=config.score_batch,
                                    seed=config.seed)
-        generators = [generator_method(cnn, name, gpath) for name, gpath in generator_paths.items()]
-        print(f"{cnn_name}: {meta['arch']} on {meta['dataset']}, {len(methods)} baselines + {len(generators)} generators",
+        taught = [generator_method(cnn, name, gpath) for name, gpath in generators.items()]
+        print(f"{cnn_name}: {meta['arch']} on {meta['dataset']}, {len(methods)} baselines + {len(taught)} generators",
               flush=True)
-        result = evaluate_cnn(cnn, meta["dataset"], [*methods, *generators], config, progress=not args.no_progress)
+        result = evaluate_cnn(cnn, meta["dataset"], [*methods, *taught], config, progress=progress)
         result["cnn"] = cnn_name
         ablations[cnn_name] = {}
-        for g in generators if not results and ablation_n else ():  # the first CNN only: the training domain
+        for g in taught if not results and ablation_n else ():  # the first CNN only: the training domain
             ablations[cnn_name][g.name] = cgm_ablation(cnn, g.explainer, result["images"][:ablation_n],
                                                        result["labels"][:ablation_n], steps=config.steps,
                                                        batch=config.batch, score_batch=config.score_batch,
@@ -446,27 +297,37 @@ def main_evaluate(argv: list[str] | None = None) -> int:
         results.append(result)
     overhead = None
     if overhead_n:
-        cnn, meta = load_cnn(next(iter(cnn_paths.values())))
-        overhead = _batching_overhead(cnn, meta["dataset"], overhead_n, config.steps, config.score_batch, config.seed)
+        cnn, meta = load_cnn(next(iter(cnns.values())))
+        overhead = batching_overhead(cnn, meta["dataset"], overhead_n, config.steps, config.score_batch, config.seed)
     wall = time.perf_counter() - start
 
-    out = args.out
     (out / "figures").mkdir(parents=True, exist_ok=True)
     figures: dict[str, dict[str, str]] = {"grid": {}, "ablation": {}}
     for result in results:
         cnn = result["cnn"]
         labels = {n: m["label"] for n, m in result["methods"].items()}
         figures["grid"][cnn] = f"grid_{cnn}.png"
-        _grid_figure(out / "figures" / figures["grid"][cnn], result["grid"], labels)
+        grid_figure(out / "figures" / figures["grid"][cnn], result["grid"], labels)
         if ablations.get(cnn):
             figures["ablation"][cnn] = f"ablation_{cnn}.png"
-            _ablation_figure(out / "figures" / figures["ablation"][cnn], ablations[cnn], labels)
-    command = "fastinterp evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
-    reading = args.reading.read_text() if args.reading is not None else None
-    write_report(out / "evaluation.md", results, ablations, config, command, wall, overhead, reading, figures)
+            ablation_figure(out / "figures" / figures["ablation"][cnn], ablations[cnn], labels)
+    write_report(out / "evaluation.md", results, ablations, config, command, wall, overhead, reading, figures,
+                 sections=sections)
     keep = ("cnn", "dataset", "n", "scanned", "indices", "forward_ms", "per_image", "cost", "fidelity", "methods")
     (out / "evaluation.json").write_text(json.dumps(
         {"command": command, "machine": _machine(), "config": config.as_dict(), "wall_s": wall, "overhead": overhead,
          "figures": figures, "results": [{k: r[k] for k in keep} for r in results], "ablations": ablations}))
     print(f"wrote {out / 'evaluation.md'} ({wall / 60:.1f} min)")
-    return 0
+    return out / "evaluation.md"
+
+
+def render_report(out: str | Path, reading: str | None = None, sections: Sequence[str | Path] = ()) -> Path:
+    """Rewrite ``<out>/evaluation.md`` from ``<out>/evaluation.json`` (e.g. with a new reading or new
+    sections); computes nothing."""
+    out = Path(out)
+    state = json.loads((out / "evaluation.json").read_text())
+    config = EvaluationConfig(**{**state["config"], "road_fractions": tuple(state["config"]["road_fractions"])})
+    write_report(out / "evaluation.md", state["results"], state["ablations"], config, state["command"],
+                 state["wall_s"], state["overhead"], reading, state["figures"], machine=state["machine"],
+                 sections=sections)
+    return out / "evaluation.md"

@@ -15,13 +15,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from fastinterp.baselines import baseline_map
 from fastinterp.datasets.images import synthetic_dataset
 from fastinterp.maps.eval_view import eval_view
 from fastinterp.evaluation.methods import Method
 from fastinterp.metrics import (average_drop, deletion, energy_pointing_game, insertion, mae, pearson, pointing_game,
                                 road_combined, ssim, top_k_iou)
 
-__all__ = ["FAITHFULNESS", "LOCALISATION", "EvaluationConfig", "evaluate_cnn", "select_images"]
+__all__ = ["FAITHFULNESS", "FIDELITY", "LOCALISATION", "EvaluationConfig", "batching_overhead", "evaluate_cnn",
+           "select_images"]
 
 # metric -> (label, higher is better)
 FAITHFULNESS = {"deletion": ("Deletion AUC", False), "insertion": ("Insertion AUC", True),
@@ -156,3 +158,25 @@ def evaluate_cnn(cnn: nn.Module, dataset: str, methods: list[Method], config: Ev
             "grid": {"images": images[:keep_maps], "masks": masks[:keep_maps], "labels": labels[:keep_maps],
                      "maps": {name: maps[:keep_maps] for name, maps in all_maps.items()}},
             "images": images, "labels": labels}
+
+
+def batching_overhead(cnn, dataset: str, n: int, steps: int, batch: int, seed: int) -> dict:
+    """How much the deletion metric costs beyond the forwards it needs: its time on ``n`` test
+    images against the same number of plain forwards in batches of ``batch`` (target <= 2x)."""
+    images, _, _ = synthetic_dataset(dataset, n, size=cnn.input_size, seed=seed, split="test").batch(range(n))
+    maps = torch.cat([baseline_map("gradcam", cnn, images[i:i + 128]) for i in range(0, n, 128)])
+    start = time.perf_counter()
+    deletion(cnn, images, maps, steps=steps, batch_size=batch)
+    metric_s = time.perf_counter() - start
+    forwards = (steps + 1) * n  # steps perturbed curve points and the clean forward (= step 0)
+    view = eval_view(cnn)
+    start = time.perf_counter()
+    with torch.no_grad():
+        done = 0
+        while done < forwards:
+            m = min(batch, forwards - done)
+            view(images[done % n:done % n + m] if done % n + m <= n else images[:m])
+            done += m
+    forwards_s = time.perf_counter() - start
+    return {"cnn": cnn.arch, "n": n, "steps": steps, "batch": batch, "forwards": forwards, "metric_s": metric_s,
+            "forwards_s": forwards_s, "ratio": metric_s / forwards_s}

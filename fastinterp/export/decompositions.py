@@ -56,7 +56,7 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
         if all(s == 1 for s in stride) and all(f >= 0 for f in full):
             # stride 1: a plain convolution with the flipped, transposed kernel: the whole resnet50
             # pipeline 4-5% faster in ONNX Runtime (CPU) than with ConvTranspose, same maps
-            # (benchmarks/onnx_conv_backward.py)
+            # (experiments/onnx_conv_backward.py)
             out_channels, in_per_group = weight.shape[0], weight.shape[1]
             flipped = (weight.reshape(groups, out_channels // groups, in_per_group, *kernel).transpose(1, 2)
                        .reshape(groups * in_per_group, out_channels // groups, *kernel).flip(2, 3))

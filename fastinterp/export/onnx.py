@@ -20,40 +20,30 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from fastinterp._core.hashing import weights_sha256
+from fastinterp._core.validation import check_size, stem_weight
 from fastinterp._version import __version__
+from fastinterp.export.format import EXPLAINER_INPUTS, EXPLAINER_OUTPUTS, FORMAT_VERSION, METADATA_KEYS
 from fastinterp.export.graph import ExplainGraph
 from fastinterp.export.trace import trace_layer_maps
-from fastinterp.maps.representation import _skip_1x1
-from fastinterp.runtime.onnx_backend import FORMAT_VERSION
+from fastinterp.maps.options import check_representation
+from fastinterp.maps.representation import TooFewLayersError, drop_1x1_maps, paper_positions
+from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE
 
-__all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer", "export_generator",
-           "weights_sha256"]
+__all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer", "export_generator"]
 
 DEFAULT_OPSET = 18  # the first with Resize(antialias=1)
-METADATA_KEYS = ("fastinterp.format", "fastinterp.format_version", "fastinterp.version",
-                 "fastinterp.maps.representation", "fastinterp.input_size", "fastinterp.num_classes",
-                 "fastinterp.class_names", "fastinterp.value_range", "fastinterp.cnn", "fastinterp.cnn_sha256",
-                 "fastinterp.generator", "fastinterp.generator_sha256", "fastinterp.teacher", "fastinterp.dynamic_batch")
 _INLINE_LIMIT = 2_000_000_000  # bytes of weights beyond which the file uses external data
-
-
-def weights_sha256(module: nn.Module) -> str:
-    """sha256 over a module's state (name, dtype, shape and bytes of every tensor, by name)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def _check_opset(opset: object) -> int:
@@ -123,7 +113,7 @@ def export_generator(generator: nn.Module, path: str | Path, *, opset: int | Non
     rep = dict(meta.get("representation") or {"k": k, "size": size})
     metadata = {
         "fastinterp.format": "generator", "fastinterp.format_version": str(FORMAT_VERSION),
-        "fastinterp.version": __version__, "fastinterp.maps.representation": json.dumps(rep, sort_keys=True),
+        "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
         "fastinterp.generator": json.dumps(config, sort_keys=True),
         "fastinterp.generator_sha256": weights_sha256(module),
     }
@@ -132,12 +122,23 @@ def export_generator(generator: nn.Module, path: str | Path, *, opset: int | Non
                        fp16)
 
 
-def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True, dynamic_size: bool = False,
-                     opset: int | None = None, fp16: bool = False, input_size: int | tuple[int, int] | None = None,
-                     class_names: list[str] | None = None, value_range: str | None = None) -> Path:
-    """``Explainer.export_onnx``: see there."""
-    from fastinterp._core.validation import check_size, stem_weight
+def export_explainer(cnn: nn.Module, generator: nn.Module, representation: Mapping[str, Any], path: str | Path, *,
+                     input_size: int | tuple[int, int], image_resize: str = DEFAULT_IMAGE_RESIZE,
+                     teacher: str | None = None, dynamic_batch: bool = True, dynamic_size: bool = False,
+                     opset: int | None = None, fp16: bool = False, class_names: Sequence[str] | None = None,
+                     value_range: str | None = None) -> Path:
+    """The whole explain pipeline of ``cnn`` + ``generator`` as one ONNX file (what
+    ``Explainer.export_onnx`` writes; see there for the file). Neither module is modified: the
+    export runs on CPU float32 copies.
 
+    Args:
+        representation: every field of ``maps.options.FIELDS`` (an explainer's ``representation``).
+        input_size: (H, W) or int of the exported images (the traced size; fixed unless
+            ``dynamic_size``).
+        image_resize: how images are resized to the generator's size (``maps.resize``).
+        teacher: what the generator was taught, recorded (default: the representation's teacher).
+        the rest: as ``Explainer.export_onnx``.
+    """
     for name, flag in (("dynamic_batch", dynamic_batch), ("dynamic_size", dynamic_size), ("fp16", fp16)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected True or False, got {flag!r}")
@@ -146,12 +147,12 @@ def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True,
         raise TypeError(f"class_names: expected a list of str, got {class_names!r}")
     if value_range is not None and not isinstance(value_range, str):
         raise TypeError(f"value_range: expected a str describing the CNN's input values, got {value_range!r}")
-    cnn, generator = explainer._models()
-    o = explainer.representation
-    size = check_size(input_size, "input_size") if input_size is not None else explainer.input_size
+    o = check_representation(representation, argument="representation")
+    size = check_size(input_size, "input_size")
     if o["skip_1x1"] and dynamic_size:
         raise ValueError("dynamic_size: the representation skips 1x1 maps (skip_1x1=True), which depends on the input "
                          "size; export with dynamic_size=False")
+    name = type(cnn).__name__
     # the export runs on CPU float32 copies (the user's modules and the explainer's stay as they are)
     cnn = copy.deepcopy(cnn).cpu().float()
     generator = copy.deepcopy(generator).cpu().float().to(memory_format=torch.contiguous_format)
@@ -161,11 +162,14 @@ def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True,
         graph = trace_layer_maps(cnn, o["kind"], o["method"], example, dynamic_size=dynamic_size)
         with torch.no_grad():
             logits, _, *maps = graph(example, torch.full((2,), -1))
-        _, kept = _skip_1x1(maps, [str(i) for i in range(len(maps))], o["skip_1x1"])
-        keep = [int(i) for i in kept]
-        from fastinterp.runtime.explainer import _positions
-
-        positions = _positions(len(keep), o["k"], cnn)
+        keep = list(range(len(maps)))
+        if o["skip_1x1"]:
+            _, kept = drop_1x1_maps(maps, [str(i) for i in keep])
+            keep = [int(i) for i in kept]
+        try:
+            positions = paper_positions(len(keep), o["k"])
+        except TooFewLayersError as error:
+            raise error.for_generator(cnn) from None
         module = ExplainGraph(graph, generator, keep, positions, o["order"] == "last_to_first", (o["size"],) * 2,
                               resize_images=dynamic_size or size != (o["size"],) * 2)
         dims: dict[int, object] = {}
@@ -173,25 +177,23 @@ def export_explainer(explainer, path: str | Path, *, dynamic_batch: bool = True,
             dims[0] = torch.export.Dim("batch", min=1, max=65536)
         if dynamic_size:
             dims[2], dims[3] = torch.export.Dim("height", min=8, max=8192), torch.export.Dim("width", min=8, max=8192)
-        meta = explainer.metadata or {}
-        rep = {**o, "image_resize": explainer.image_resize}
+        rep = {**o, "image_resize": image_resize}
         metadata = {
             "fastinterp.format": "explainer", "fastinterp.format_version": str(FORMAT_VERSION),
-            "fastinterp.version": __version__, "fastinterp.maps.representation": json.dumps(rep, sort_keys=True),
+            "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
             "fastinterp.input_size": json.dumps([channels, None, None] if dynamic_size else [channels, *size]),
             "fastinterp.dynamic_batch": json.dumps(dynamic_batch),
             "fastinterp.num_classes": str(logits.shape[1]),
             "fastinterp.value_range": value_range or "the CNN's own preprocessing (as its eager forward takes it)",
-            "fastinterp.cnn": type(explainer._cnn).__name__,
+            "fastinterp.cnn": name,
             "fastinterp.cnn_sha256": weights_sha256(cnn),
             "fastinterp.generator": json.dumps(generator.config, sort_keys=True),
             "fastinterp.generator_sha256": weights_sha256(generator),
-            "fastinterp.teacher": str(meta.get("teacher", o["teacher"])),
+            "fastinterp.teacher": str(o["teacher"] if teacher is None else teacher),
         }
         if class_names is not None:
             if len(class_names) != logits.shape[1]:
                 raise ValueError(f"class_names: {len(class_names)} names for a CNN with {logits.shape[1]} outputs")
             metadata["fastinterp.class_names"] = json.dumps(list(class_names))
-        return _export(module, (example, torch.full((2,), -1)), path, ["images", "targets"],
-                       ["logits", "chosen_targets", "maps", "cgm"], (dims, {0: dims[0]} if dynamic_batch else {}), opset,
-                       metadata, fp16)
+        return _export(module, (example, torch.full((2,), -1)), path, list(EXPLAINER_INPUTS), list(EXPLAINER_OUTPUTS),
+                       (dims, {0: dims[0]} if dynamic_batch else {}), opset, metadata, fp16)

@@ -8,8 +8,8 @@ Generators (``build_generator(kind, k, size, **opts)``):
 - "lsft": the paper's local/progressive SFT net: one condition per CGM, block 2j uses CGM j.
 - "fast": ours: a small U-Net with SFT conditioning at every scale, <= 0.5 GFLOP at 64x64.
 
-The paper's generators follow the released Keras code as read in ``shared/PAPER.md``; the one
-deliberate changes are the output (one channel through a sigmoid: the map itself, not a
+The paper's generators follow the released Keras code (the README's "paper preset" table lists
+what it does and what we changed); the deliberate changes are the output (one channel through a sigmoid: the map itself, not a
 jet-coloured RGB picture of it) and a depth-scaled init of the residual convs (see
 ``_residual_scale``). No generator uses normalisation layers (as in SFT-GAN).
 
@@ -438,8 +438,9 @@ def build_discriminator(k: int = 0, size: int = 64, **opts: Any) -> nn.Module:
 
     Args:
         k: CGM channels the discriminator also sees (``forward(image, map, cgm)``); 0 (default):
-            it judges (image, map) pairs only, as the issue asks -- the CGMs are the generator's
-            input, and a discriminator that sees them can lean on them instead of the image.
+            it judges (image, map) pairs only, as pix2pix's conditional discriminator does -- the
+            CGMs are the generator's input, and a discriminator that sees them can lean on them
+            instead of the image.
         size: the square input size S.
         opts: channels ([64, 128, 256, 512]): a stride-2 conv per entry but the last, which is the
             width of the stride-1 conv. The final feature map must be >= 2x2 (InstanceNorm).

@@ -36,17 +36,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from fastinterp.generator.checkpoint import (
-    TRAIN_STATE_FORMAT,
-    flatten_optimizer,
-    load_tensors,
-    save_generator,
-    save_tensors,
-    unflatten_optimizer,
-)
+from fastinterp._core.io import load_tensors, save_tensors
+from fastinterp.generator.checkpoint import TRAIN_STATE_FORMAT, flatten_optimizer, save_generator, unflatten_optimizer
 from fastinterp.metrics import fidelity, mae, pearson
 
-__all__ = ["AUGMENTATIONS", "STRATEGIES", "TrainConfig", "augment_batch", "batch_indices", "evaluate", "fidelity_report",
+__all__ = ["AUGMENTATIONS", "STRATEGIES", "TrainConfig", "augment_batch", "batch_indices", "dataset_fidelity", "fidelity_report",
            "train_generator"]
 
 STRATEGIES = ("joint", "seed", "l1-warmup")
@@ -143,7 +137,7 @@ def augment_batch(batch: dict[str, torch.Tensor], augment: Sequence[str], seed: 
 
 
 @torch.no_grad()
-def evaluate(generator: nn.Module, dataset, batch_size: int = 64, limit: int | None = None) -> dict[str, float]:
+def dataset_fidelity(generator: nn.Module, dataset, batch_size: int = 64, limit: int | None = None) -> dict[str, float]:
     """Fidelity of the generator to the teacher on ``dataset``: mean MAE and Pearson r."""
     was_training = generator.training
     generator.eval()
@@ -392,7 +386,7 @@ def train_generator(
 
             record = {"step": run.step, "loss_d": loss_d.item(), "loss_gan": gan.item(), "l1": l1.item()}
             if val_data is not None and (run.step % config.val_every == 0 or run.step == config.steps):
-                record.update({f"val_{k}": v for k, v in evaluate(generator, val_data).items()})
+                record.update({f"val_{k}": v for k, v in dataset_fidelity(generator, val_data).items()})
             if run.step % config.val_every == 0 or run.step == config.steps or "val_mae" in record:
                 run.history.append(record)
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"})

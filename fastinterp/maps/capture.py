@@ -109,6 +109,8 @@ def capture(
     select: Callable[[list[str]], list[str]] | None = None,
     also: Sequence[str] = (),
     on_stage: Callable[[str], None] | None = None,
+    *,
+    validate: bool = True,
 ) -> Capture:
     """Run ``model`` once forward and once backward, capturing outputs and gradients.
 
@@ -124,14 +126,18 @@ def capture(
         also: more module names to watch when ``layers`` is None (e.g. a teacher block).
         on_stage: called with "forward" when the forward pass is done and "backward" when the
             gradients are (the runtime's per-stage profile).
+        validate: check model, images and targets (default). False: the caller has (``targets``
+            then None or a (B,) int64 tensor on the images' device).
     """
-    check_model(model)
-    check_images(images, model)
+    if validate:
+        check_model(model)
+        check_images(images, model)
+        targets = check_targets(targets, images.shape[0], images.device)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("layer maps need autograd: call fastinterp outside torch.inference_mode()")
     view = eval_view(model)
     watched = _resolve_layers(view, layers, also)
-    target_tensor = check_targets(targets, images.shape[0], images.device)
+    target_tensor = targets
 
     for attempt in range(2):
         known = _knowledge(model)

@@ -1,4 +1,5 @@
-"""Class activation map formulas: one small function per method, shared pipeline elsewhere.
+"""Class activation map formulas: one small function per method, shared pipeline elsewhere
+(``fastinterp.gradcam`` is the model-level call; these are the per-layer arithmetic).
 
 Each function maps a layer's activations ``A`` and the gradient ``G = d y_t / d A`` of the target
 logit, both (B, C, h, w), to a map (B, h, w). They only differ in how channels are weighted,
@@ -11,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "layercam", "paper_gradcam", "weighted_sum"]
+__all__ = ["METHODS", "gradcam_formula", "gradcam_plus_plus_formula", "layercam_formula", "paper_gradcam_formula",
+           "weighted_sum"]
 
 
 def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
@@ -21,12 +23,12 @@ def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tens
     return torch.matmul(weights.unsqueeze(1), activations.reshape(b, c, h * w)).reshape(b, h, w)
 
 
-def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def gradcam_formula(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU(sum_k mean_ij(G_k) * A_k)."""
     return torch.relu(weighted_sum(gradients.mean(dim=(2, 3)), activations))
 
 
-def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def gradcam_plus_plus_formula(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al., WACV 2018), closed form with an exponential score:
 
     alpha_kij = G^2 / (2 G^2 + sum_ab A_kab * G^3)  (0 where the denominator is 0),
@@ -40,12 +42,12 @@ def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor) -> tor
     return torch.relu(weighted_sum(weights, activations))
 
 
-def layercam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def layercam_formula(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """LayerCAM (Jiang et al., IEEE TIP 2021): ReLU(sum_k ReLU(G_k) * A_k), element-wise weights."""
     return torch.relu((torch.relu(gradients) * activations).sum(dim=1))
 
 
-def paper_gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def paper_gradcam_formula(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """The released code of arXiv 2301.08067: w_k = mean_ij((A > 0) * (G > 0) * G), map =
     sum_k w_k A_k with no ReLU (normalisation follows)."""
     positive = (activations > 0) & (gradients > 0)
@@ -54,8 +56,8 @@ def paper_gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.T
 
 
 METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "gradcam": gradcam,
-    "gradcam++": gradcam_plus_plus,
-    "layercam": layercam,
-    "paper-gradcam": paper_gradcam,
+    "gradcam": gradcam_formula,
+    "gradcam++": gradcam_plus_plus_formula,
+    "layercam": layercam_formula,
+    "paper-gradcam": paper_gradcam_formula,
 }

@@ -38,7 +38,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from fastinterp.maps.formulas import gradcam, weighted_sum
+from fastinterp.maps.formulas import gradcam_formula, weighted_sum
 from fastinterp.maps.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
 from fastinterp._core.validation import (
     check_images,
@@ -295,7 +295,7 @@ def head_cam(plan: HeadPlan, tap, logits: torch.Tensor, targets: torch.Tensor, d
         score = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(score, tap.features, allow_unused=True)
     grad = torch.zeros_like(features) if grad is None else grad.to(dtype)
-    return gradcam(features, grad)
+    return gradcam_formula(features, grad)
 
 
 @dataclass
@@ -308,7 +308,8 @@ class ActivationMaps:
     targets: torch.Tensor  # (B,) int64
 
 
-def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: object = None) -> ActivationMaps:
+def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: object = None, *,
+                          validate: bool = True) -> ActivationMaps:
     """Every conv layer's ``mean_c |A|`` and the head's CAM from one forward pass, no trunk backward.
 
     Args:
@@ -317,10 +318,14 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
             call from several threads.
         images: (B, C, H, W) float tensor, finite, on the model's device and dtype.
         targets: None (argmax), an int, a sequence of ints or a (B,) int tensor.
+        validate: check model, images and targets (default). False: the caller has (``targets``
+            then None or a (B,) int64 tensor on the images' device).
     """
-    check_model(model)
-    check_images(images, model)
-    target_tensor = check_targets(targets, images.shape[0], images.device)
+    if validate:
+        check_model(model)
+        check_images(images, model)
+        targets = check_targets(targets, images.shape[0], images.device)
+    target_tensor = targets
     plan = head_plan(model, images)
     view = eval_view(model)
     dtype = torch.promote_types(images.dtype, torch.float32)

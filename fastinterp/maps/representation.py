@@ -2,61 +2,43 @@
 
     images -> capture (1 forward + 1 backward) -> per-layer maps (B, h_l, w_l)
            -> ops.cumulative_average -> K cumulative maps (CGMs) (B, K, S, S) + teacher (B, S, S)
+
+The options (kind, k, size, method, order, teacher, skip_1x1), their presets and their one
+validator are in ``maps.options``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fastinterp.maps.formulas import METHODS
-from fastinterp.maps.capture import capture
+from fastinterp._core.validation import check_images, check_model, check_size, check_targets
+from fastinterp.maps.capture import Capture, capture
 from fastinterp.maps.forward_only import activation_layer_maps
-from fastinterp.ops import cumulative_average
-from fastinterp._core.validation import check_size
+from fastinterp.maps.formulas import METHODS
+from fastinterp.maps.options import DEFAULT_REPRESENTATION, check_method, check_representation
+from fastinterp.ops import cumulative_average, normalised_map
 
-__all__ = [
-    "ACTIVATION_REPRESENTATION",
-    "DEFAULT_REPRESENTATION",
-    "KINDS",
-    "PAPER_PRESET",
-    "PRESETS",
-    "LayerMaps",
-    "Representation",
-    "cnn_representation",
-    "default_order",
-    "gradcam",
-    "layer_maps",
-    "layer_maps_reference",
-    "paper_positions",
-    "representation_options",
-]
+__all__ = ["LayerMaps", "Representation", "TooFewLayersError", "cam_maps", "cnn_representation", "drop_1x1_maps",
+           "gradcam", "layer_maps", "layer_maps_reference", "paper_positions"]
 
-ORDERS = ("last_to_first", "first_to_last")
 
-# The default: what the shipped generator was trained on. Accumulating from the first conv
-# towards the last keeps the teacher (the last conv's map) out of the inputs: it is 1/L of the
-# last CGM, never a CGM of its own. Every conv layer counts, the 1x1 squeeze-excitation ones too:
-# leaving them out made the fast generator less faithful on mobilenet_v3_small (MAE +0.005 and
-# +0.010 on two seeds, paired; benchmarks/skip_1x1.py, benchmarks/NOTES.md).
-DEFAULT_REPRESENTATION = {"kind": "gradient", "k": 8, "size": 64, "method": "gradcam", "order": "first_to_last",
-                          "teacher": "last", "skip_1x1": False}
-# The released code of arXiv 2301.08067 (see the README's table): its "guided" weights, last to
-# first, teacher = Grad-CAM of the first conv, every conv layer.
-PAPER_PRESET = {"kind": "gradient", "k": 8, "size": 64, "method": "paper-gradcam", "order": "last_to_first",
-                "teacher": "first", "skip_1x1": False}
-# The forward-only representation (``fastinterp.maps.forward_only``): no backward at explain time. The
-# teacher a generator learns is still Grad-CAM of the last conv (computed at dataset build time).
-ACTIVATION_REPRESENTATION = {"kind": "activation", "k": 8, "size": 64, "method": "gradcam", "order": "last_to_first",
-                             "teacher": "last", "skip_1x1": False}
-PRESETS = {"default": DEFAULT_REPRESENTATION, "paper": PAPER_PRESET, "activation": ACTIVATION_REPRESENTATION}
-KINDS = ("gradient", "activation")
-# Fields added to the representation after checkpoints had been written without them, and the
-# value those checkpoints were made with.
-_BEFORE_FIELD = {"skip_1x1": False, "kind": "gradient"}
+class TooFewLayersError(ValueError):
+    """``paper_positions`` cannot place k distinct positions among ``num_layers`` maps."""
+
+    def __init__(self, num_layers: int, k: int, positions: list[int]):
+        super().__init__(f"k: the paper's rule picks repeated positions {positions} for num_layers={num_layers}, "
+                         f"k={k}; use a smaller k or a CNN with more conv layers")
+        self.num_layers, self.k = num_layers, k
+
+    def for_generator(self, cnn: nn.Module) -> ValueError:
+        """The same, said to someone explaining ``cnn`` with a generator that takes k CGMs."""
+        return ValueError(f"representation: the generator takes k={self.k} cumulative maps, but {type(cnn).__name__} "
+                          f"gives {self.num_layers} layer maps at this input size, too few for {self.k} distinct "
+                          f"positions ({self})")
 
 
 @dataclass
@@ -88,22 +70,35 @@ class Representation:
         return 0 if self.positions[0] == 0 and self.layer_names[0] == self.teacher_layer else None
 
 
-def _check_method(method: object) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    return method  # type: ignore[return-value]
-
-
-def _maps_from_capture(cap, method: str) -> list[torch.Tensor]:
-    """The CAM of every captured layer, in float32 (float64 for float64 models), also when the
-    caller runs the model under autocast (the formulas run with autocast off)."""
+def cam_maps(cap: Capture, method: str) -> list[torch.Tensor]:
+    """The ``method`` CAM of every captured layer: (B, h_l, w_l) each, float32 (float64 for float64
+    models), also when the caller runs the model under autocast (the formulas run with it off)."""
     formula = METHODS[method]
-    maps = []
-    for a, g in zip(cap.activations, cap.gradients):
-        dtype = torch.promote_types(a.dtype, torch.float32)
-        with torch.autocast(a.device.type, enabled=False):
-            maps.append(formula(a.to(dtype), g.to(dtype)))
+    if not cap.activations:
+        return []
+    device = cap.activations[0].device.type
+    autocast = torch.is_autocast_enabled(device)
+    with torch.autocast(device, enabled=False) if autocast else _NO_CONTEXT:  # entered once, not per layer
+        maps = []
+        for a, g in zip(cap.activations, cap.gradients):
+            if a.dtype not in _CAM_DTYPES:  # float16 / bfloat16 under autocast: the formula in float32
+                a, g = a.float(), g.float()
+            elif g.dtype != a.dtype:
+                g = g.to(a.dtype)
+            maps.append(formula(a, g))
     return maps
+
+
+class _NoContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_CONTEXT = _NoContext()
+_CAM_DTYPES = (torch.float32, torch.float64)
 
 
 def layer_maps(
@@ -127,10 +122,10 @@ def layer_maps(
         targets: None (argmax of the logits), an int, a sequence of ints or a (B,) int tensor.
         method: "gradcam", "gradcam++", "layercam" or "paper-gradcam" (see ``fastinterp.maps.formulas``).
     """
-    _check_method(method)
+    check_method(method)
     cap = capture(model, images, layers=layers, targets=targets)
-    return LayerMaps(maps=_maps_from_capture(cap, method), layer_names=cap.layer_names,
-                     logits=cap.logits, targets=cap.targets)
+    return LayerMaps(maps=cam_maps(cap, method), layer_names=cap.layer_names, logits=cap.logits,
+                     targets=cap.targets)
 
 
 def layer_maps_reference(model: nn.Module, images: torch.Tensor, layer_names: Sequence[str],
@@ -180,22 +175,14 @@ def paper_positions(num_layers: int, k: int = 8) -> list[int]:
     percentages = [-(-i * 100 // (k - 1)) for i in range(k)]
     positions = [-(-p * (num_layers - 1) // 100) for p in percentages]
     if any(b <= a for a, b in zip(positions, positions[1:])):
-        raise ValueError(
-            f"k: the paper's rule picks repeated positions {positions} for num_layers={num_layers}, k={k}; "
-            "use a smaller k or a CNN with more conv layers"
-        )
+        raise TooFewLayersError(num_layers, k, positions)
     return positions
 
 
-def _check_teacher(teacher: object) -> str:
-    if not isinstance(teacher, str) or not teacher:
-        raise TypeError(f"teacher: expected 'last', 'first' or a module name, got {teacher!r}")
-    return teacher
-
-
-def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1):
+def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1, on_stage=None):
     """One capture: (maps, names, teacher name, teacher map, capture) in execution order, after the
-    skip, with a named teacher watched in the same pass (accumulated only if it is one of the layers)."""
+    skip, with a named teacher watched in the same pass (accumulated only if it is one of the layers).
+    Arguments checked by the caller (``targets``: None or a (B,) int64 tensor)."""
     named = teacher not in ("last", "first")
     if named:
         modules = dict(model.named_modules())
@@ -205,8 +192,9 @@ def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1):
         accumulated = isinstance(modules[teacher], nn.Conv2d) if layers is None else teacher in layers
         if layers is not None and teacher not in layers:
             layers = [*layers, teacher]
-    cap = capture(model, images, layers=layers, targets=targets, also=(teacher,) if named and layers is None else ())
-    maps, names = _maps_from_capture(cap, method), list(cap.layer_names)
+    cap = capture(model, images, layers=layers, targets=targets, also=(teacher,) if named and layers is None else (),
+                  on_stage=on_stage, validate=False)
+    maps, names = cam_maps(cap, method), list(cap.layer_names)
     if named:
         if teacher not in names:
             raise ValueError(f"teacher: {teacher!r} did not run in the model's forward pass, so it has no map")
@@ -214,28 +202,22 @@ def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1):
         teacher_map = maps[index]
         if not accumulated:
             del maps[index], names[index]
-    maps, names = _skip_1x1(maps, names, skip_1x1)
+    if skip_1x1:
+        maps, names = drop_1x1_maps(maps, names)
     if not named:
         index = len(names) - 1 if teacher == "last" else 0
         teacher, teacher_map = names[index], maps[index]
     return maps, names, teacher, teacher_map, cap
 
 
-def _skip_1x1(maps, names, skip_1x1):
-    if not skip_1x1:
-        return maps, names
+def drop_1x1_maps(maps: Sequence[torch.Tensor], names: Sequence[str]) -> tuple[list[torch.Tensor], list[str]]:
+    """``skip_1x1``: the maps (B, h, w) and their names without those with a 1x1 output (h = w = 1:
+    squeeze-excitation convs, or late layers on small images). Raises if none is left."""
     kept = [i for i, m in enumerate(maps) if m.shape[1] * m.shape[2] > 1]
     if not kept:
         raise ValueError("skip_1x1: every explained layer has a 1x1 output at this input size; pass "
                          "skip_1x1=False or larger images")
     return [maps[i] for i in kept], [names[i] for i in kept]
-
-
-def default_order(kind: str) -> str:
-    """The accumulation order a representation kind uses unless told: "first_to_last" for the
-    gradient kind (the teacher stays out of the inputs), "last_to_first" for the activation kind
-    (its only class-specific map, the head's CAM, comes last in execution: CGM 0)."""
-    return "last_to_first" if kind == "activation" else "first_to_last"
 
 
 def cnn_representation(
@@ -251,6 +233,9 @@ def cnn_representation(
     skip_1x1: bool = DEFAULT_REPRESENTATION["skip_1x1"],
     kind: str = DEFAULT_REPRESENTATION["kind"],
     backend: str = "auto",
+    *,
+    on_stage: Callable[[str], None] | None = None,
+    validate: bool = True,
 ) -> Representation:
     """K cumulative maps (CGMs) and a teacher map from one forward and one backward pass.
 
@@ -258,12 +243,13 @@ def cnn_representation(
     released code's setting is ``cnn_representation(model, images, **PAPER_PRESET)``.
 
     Args:
-        k: number of cumulative maps, positions by :func:`paper_positions`.
+        k: number of cumulative maps, positions by :func:`paper_positions` (too few layers for k
+            distinct positions: :class:`TooFewLayersError`, a ValueError).
         size: output resolution S (int) or (H, W).
         layers: layers to accumulate (default: every conv layer that runs; the gradient kind only).
         method: CAM formula for every layer (``fastinterp.maps.formulas.METHODS``) and for the teacher.
         order: "first_to_last" or "last_to_first" (the paper's accumulation order); None: the
-            kind's default (:func:`default_order`).
+            kind's default (``maps.options.default_order``).
         teacher: "last": the last of the accumulated layers to run (for a multi-branch head, as
             inception_v3's, that is one branch's conv; name the block instead, e.g.
             ``teacher="Mixed_7c"``); "first": the first; or the name of any module whose output is
@@ -274,35 +260,41 @@ def cnn_representation(
             MobileNetV3/EfficientNet, or late layers of a CNN run on small images): their maps
             carry no spatial information and normalise to zeros, so counting them dilutes every
             CGM. Off by default: measured, the generator was less faithful without them
-            (benchmarks/NOTES.md). Layers are counted, and "last"/"first" found, after the skip.
+            (experiments/NOTES.md). Layers are counted, and "last"/"first" found, after the skip.
         kind: "gradient" (every layer's ``method`` map: one forward + one backward) or
             "activation" (``fastinterp.maps.forward_only``: every conv's ``mean_c |A|`` and the head's
             CAM from one forward; the teacher, if any, needs a gradient pass of its own).
         backend: ``fastinterp.ops.cumulative_average`` backend.
+        on_stage: called with "forward", "backward" (gradient kind) and "maps" as each stage ends
+            (the runtime's per-stage profile).
+        validate: check the arguments (default). False: the caller has (``fastinterp.compile``'s
+            explainer validates its inputs once, at its boundary): ``targets`` must then be None or
+            a (B,) int64 tensor on the images' device, and every option valid.
     """
-    _check_method(method)
-    if kind not in KINDS:
-        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    order = default_order(kind) if order is None else order
-    if order not in ORDERS:
-        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
-    if teacher is not None:
-        teacher = _check_teacher(teacher)
-    if not isinstance(skip_1x1, bool):
-        raise TypeError(f"skip_1x1: expected True or False, got {skip_1x1!r}")
+    if validate:
+        options = check_representation({"kind": kind, "k": k, "size": size, "method": method, "order": order,
+                                        "teacher": teacher, "skip_1x1": skip_1x1}, teacher_optional=True)
+        order = options["order"]
+        check_model(model)
+        check_images(images, model)
+        targets = check_targets(targets, images.shape[0], images.device)
     size = check_size(size)
     teacher_map = None
     if kind == "gradient":
         maps, names, teacher_name, teacher_map, cap = _gradient_maps(
-            model, images, targets, layers, method, "last" if teacher is None else teacher, skip_1x1)
+            model, images, targets, layers, method, "last" if teacher is None else teacher, skip_1x1, on_stage)
         logits, targets_out = cap.logits, cap.targets
         if teacher is None:
             teacher_name, teacher_map = None, None
     else:
         if layers is not None:
             raise ValueError("layers: the activation kind accumulates every conv layer that runs; pass layers=None")
-        act = activation_layer_maps(model, images, targets)
-        maps, names = _skip_1x1(act.maps, act.layer_names, skip_1x1)
+        act = activation_layer_maps(model, images, targets, validate=False)
+        if on_stage is not None:
+            on_stage("forward")
+        maps, names = act.maps, act.layer_names
+        if skip_1x1:
+            maps, names = drop_1x1_maps(maps, names)
         logits, targets_out, teacher_name = act.logits, act.targets, None
         if teacher is not None:  # the teacher is a gradient map: its own pass, explaining the same classes
             _, _, teacher_name, teacher_map, _ = _gradient_maps(model, images, act.targets, None, method, teacher,
@@ -310,26 +302,12 @@ def cnn_representation(
     positions = paper_positions(len(maps), k)
     if order == "last_to_first":
         maps, names = maps[::-1], names[::-1]
-    cgm = cumulative_average(maps, size, positions, backend=backend)
-    teacher_norm = None if teacher_map is None else cumulative_average([teacher_map], size, [0], backend=backend)[:, 0]
+    cgm = cumulative_average(maps, size, positions, backend=backend, validate=False)
+    teacher_norm = None if teacher_map is None else normalised_map(teacher_map, size, backend=backend)
+    if on_stage is not None:
+        on_stage("maps")
     return Representation(cgm=cgm, teacher=teacher_norm, logits=logits, targets=targets_out,
                           layer_names=names, positions=positions, teacher_layer=teacher_name)
-
-
-def representation_options(metadata: dict) -> dict:
-    """The ``cnn_representation`` arguments a generator was trained with, from its checkpoint
-    metadata (``load_generator``'s second value); fields a checkpoint predates get the value it was
-    made with."""
-    rep = metadata.get("representation") or metadata.get("dataset_config")
-    if not isinstance(rep, dict):
-        raise ValueError("metadata: the generator checkpoint records no representation")
-    missing = [key for key in ("k", "size", "method", "order", "teacher") if key not in rep]
-    if missing:
-        raise ValueError(f"metadata: the generator's representation lacks {missing}")
-    options = {key: rep[key] for key in ("k", "size", "method", "order", "teacher")}
-    for key, before in _BEFORE_FIELD.items():
-        options[key] = rep.get(key, before)
-    return options
 
 
 def gradcam(
@@ -346,7 +324,7 @@ def gradcam(
         layer: module name (default: the last conv layer that runs; the backward stops there).
         size: output (H, W) or int (default: the images' resolution).
     """
-    _check_method(method)
+    check_method(method)
     if size is not None:
         size = check_size(size)
     if layer is None:
@@ -355,6 +333,5 @@ def gradcam(
         if not isinstance(layer, str):
             raise TypeError(f"layer: expected a module name (str) or None, got {type(layer).__name__}")
         cap = capture(model, images, layers=[layer], targets=targets)
-    (raw,) = _maps_from_capture(cap, method)
-    out_size = tuple(images.shape[-2:]) if size is None else size  # images were checked by capture
-    return cumulative_average([raw], out_size, [0])[:, 0]
+    (raw,) = cam_maps(cap, method)
+    return normalised_map(raw, tuple(images.shape[-2:]) if size is None else size)  # images checked by capture

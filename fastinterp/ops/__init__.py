@@ -10,9 +10,11 @@ from fastinterp.ops.cumulative_average import (
     cumulative_average,
     cumulative_average_reference,
     minmax_normalise,
+    normalised_map,
+    pick_backend,
 )
 
 __all__ = [
     "BACKENDS", "CONSTANT_ULPS", "constant_rtol", "cumulative_average", "cumulative_average_reference",
-    "minmax_normalise",
+    "minmax_normalise", "normalised_map", "pick_backend",
 ]

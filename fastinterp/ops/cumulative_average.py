@@ -43,7 +43,7 @@ from fastinterp._core.validation import check_positions, check_size
 
 __all__ = [
     "BACKENDS", "CONSTANT_ULPS", "check_finite", "check_maps", "constant_rtol", "cumulative_average",
-    "cumulative_average_reference", "minmax_normalise",
+    "cumulative_average_reference", "minmax_normalise", "normalised_map", "pick_backend",
 ]
 
 
@@ -209,7 +209,7 @@ def _triton_backend(maps, size, positions, out=None):
 BACKENDS: dict[str, Callable] = {"torch": _torch_backend, "cpp": _cpp_backend, "triton": _triton_backend}
 
 
-def _pick_backend(backend: object, device: torch.device) -> str:
+def pick_backend(backend: object, device: torch.device) -> str:
     """"auto": triton for CUDA tensors (torch if triton is not installed), cpp for CPU tensors,
     torch for any other device; otherwise the named backend."""
     if not isinstance(backend, str):
@@ -234,6 +234,7 @@ def cumulative_average(
     backend: str = "auto",
     *,
     out: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Cumulative maps of ``maps`` at ``positions``: (B, K, H, W) float32 in [0, 1], not differentiable.
 
@@ -244,10 +245,21 @@ def cumulative_average(
         backend: "auto" (triton for CUDA tensors, cpp for CPU tensors) or a name in ``BACKENDS``:
             "triton", "cpp", "torch" (the reference).
         out: optional contiguous float32 (B, K, H, W) tensor on the maps' device to write into.
+        validate: check the arguments (default). False: the caller made them (a list of (B, h, w)
+            float tensors on one device, ``size`` an (H, W) tuple, valid ``positions`` with the
+            last one the last map); the maps' finiteness is checked either way, by the backend.
     """
-    maps = check_maps(maps, finite=False)
-    size = check_size(size)
-    positions = check_positions(positions, len(maps))
-    name = _pick_backend(backend, maps[0].device)
-    check_finite(maps, positions[-1] + 1)  # maps no backend reads must be finite too
+    if validate:
+        maps = check_maps(maps, finite=False)
+        size = check_size(size)
+        positions = check_positions(positions, len(maps))
+        check_finite(maps, positions[-1] + 1)  # maps no backend reads must be finite too
+    name = pick_backend(backend, maps[0].device)
     return BACKENDS[name](maps, size, positions, out=out)
+
+
+def normalised_map(raw: torch.Tensor, size: int | tuple[int, int], backend: str = "auto") -> torch.Tensor:
+    """One map per image, min-max normalised at its own resolution and resized bilinearly:
+    (B, h, w) -> (B, H, W) float32 in [0, 1] (``cumulative_average`` of that single map). A constant
+    map becomes zeros."""
+    return cumulative_average([raw], size, [0], backend=backend)[:, 0]

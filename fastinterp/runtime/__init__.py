@@ -1,13 +1,20 @@
-"""Serving explanations: ``compile(cnn, generator)`` -> ``Explainer.explain(images)`` ->
+"""Where a map is served: ``compile(cnn, generator)`` -> ``Explainer.explain(images)`` ->
 ``Explanation`` (logits, targets, maps; overlays and PNG grids); ``load_onnx(path)`` -> the same
 API on ONNX Runtime (``onnx_backend``: needs onnxruntime and numpy, not torch).
+
+    compiler     compile(): the generator, its representation, device, dtype, a probe run
+    explainer    Explainer: explain / profile / generate / export_onnx
+    explanation  Explanation: what explain returns, overlays and PNG grids
+    onnx_backend load_onnx -> OnnxExplainer (onnxruntime + numpy only)
+    onnx_cache   compile(..., backend="onnxruntime"): export once, cached by content
+    bench        what explain costs beside the plain forward (``fastinterp-bench``)
 
 Names are imported on first use, so that the ONNX Runtime backend imports without torch.
 """
 
 import importlib
 
-_NAMES = {"Explainer": "fastinterp.runtime.explainer", "compile": "fastinterp.runtime.explainer",
+_NAMES = {"Explainer": "fastinterp.runtime.explainer", "compile": "fastinterp.runtime.compiler",
           "Explanation": "fastinterp.runtime.explanation", "OnnxExplainer": "fastinterp.runtime.onnx_backend",
           "load_onnx": "fastinterp.runtime.onnx_backend"}
 

@@ -22,24 +22,60 @@ of ``Explainer.profile``). Output: a markdown table on stdout, ``--json FILE`` f
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import importlib.util
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torchvision
 
-__all__ = ["main", "run_bench"]
+from fastinterp import pretrained
+from fastinterp._version import __version__
+from fastinterp.datasets.zoo import load_cnn
+from fastinterp.generator.checkpoint import load_generator
+from fastinterp.generator.networks import build_generator
+from fastinterp.maps.layers import conv_layers
+from fastinterp.maps.options import KINDS
+from fastinterp.maps.representation import cnn_representation, gradcam
+from fastinterp.maps.resize import resize_images
+from fastinterp.runtime.compiler import compile as compile_explainer
+from fastinterp.runtime.onnx_backend import load_onnx
 
-KINDS = ("gradient", "activation")
+__all__ = ["BenchConfig", "markdown", "run_bench"]
+
+
+@dataclass
+class BenchConfig:
+    """What one ``fastinterp-bench`` run measures (the command's flags, one field each)."""
+
+    model: str = "resnet50"  # torchvision classifier, random weights
+    size: int = 224  # input side in pixels
+    classes: int = 1000
+    generator: str = "fast"  # fresh generator kind
+    checkpoints: str | None = None  # "demo" (the shipped pair) or a folder with cnn/generator.safetensors
+    representations: list[str] = field(default_factory=lambda: list(KINDS))
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    threads: list[int] = field(default_factory=lambda: [torch.get_num_threads()])
+    iters: int = 15  # timed rounds
+    warmup: int = 2
+    device: str = "cpu"
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    pytorch_grad_cam: bool = True  # compare with pytorch-grad-cam when it is installed
+    backends: list[str] = field(default_factory=lambda: ["torch"])
+    ort_providers: list[str] | None = None
+
+    def quick(self) -> BenchConfig:
+        """A tiny run (resnet18 at 64 px, batch 2, 3 rounds): checks the tool, not the numbers."""
+        small = {"model": "resnet18", "size": 64, "classes": 10} if self.checkpoints is None else {}
+        return BenchConfig(**{**self.__dict__, **small, "batch_sizes": [2], "iters": 3, "warmup": 1})
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -99,37 +135,29 @@ def _inside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict
     return result
 
 
-def _models(args) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
+def _models(args: BenchConfig) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
     """(cnn, generator, input side, description)."""
-    import torchvision
-
-    from fastinterp.generator.networks import build_generator
-
     if args.checkpoints is not None:
-        from fastinterp.generator.checkpoint import load_generator
-        from fastinterp.demo import demo_checkpoints
-        from fastinterp.datasets.zoo import load_cnn
-
-        with demo_checkpoints(None if args.checkpoints == "demo" else args.checkpoints) as (cnn_path, gen_path):
-            cnn, meta = load_cnn(cnn_path)
-            generator, _ = load_generator(gen_path)
+        if args.checkpoints == "demo":
+            cnn_path, gen_path = (pretrained.path(name) for name in pretrained.DEMO)
+        else:
+            cnn_path, gen_path = Path(args.checkpoints) / "cnn.safetensors", Path(args.checkpoints) / "generator.safetensors"
+        cnn, meta = load_cnn(cnn_path)
+        generator, _ = load_generator(gen_path)
         return cnn, generator, meta["input_size"], f"{meta['arch']} + {generator.config['kind']} generator ({args.checkpoints})"
     torch.manual_seed(0)
     builder = getattr(torchvision.models, args.model, None)
     if builder is None:
-        raise SystemExit(f"fastinterp-bench: error: --model: torchvision has no model {args.model!r}")
+        raise ValueError(f"model: torchvision has no model {args.model!r}")
     kwargs = {"aux_logits": False, "init_weights": False} if args.model in ("inception_v3", "googlenet") else {}
     cnn = builder(weights=None, num_classes=args.classes, **kwargs).eval()
     generator = build_generator(args.generator, k=8, size=64).eval()
     return cnn, generator, args.size, f"{args.model} (random weights) + fresh {args.generator} generator"
 
 
-def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
-    """Every measurement of one run (see the module doc); ``args`` as parsed by :func:`parser`."""
+def run_bench(args: BenchConfig, progress: bool = True) -> dict:
+    """Every measurement of one run (see the module doc)."""
     from tqdm.auto import tqdm
-
-    import fastinterp
-    from fastinterp.maps.resize import resize_images
 
     device = torch.device(args.device)
     cnn, generator, side, described = _models(args)
@@ -137,11 +165,11 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
     # one explainer per (representation, dtype): "gradient", "activation", "gradient-bfloat16", ...
     explainers = {kind if dtype == "float32" else f"{kind}-{dtype}":
-                  fastinterp.compile(cnn, generator, representation=kind, input_size=side, dtype=dtypes[dtype])
+                  compile_explainer(cnn, generator, representation=kind, input_size=side, dtype=dtypes[dtype])
                   for dtype in dict.fromkeys(args.dtypes) for kind in args.representations}
-    last_conv = fastinterp.conv_layers(cnn, torch.rand(1, 3, side, side, device=device))[-1]
+    last_conv = conv_layers(cnn, torch.rand(1, 3, side, side, device=device))[-1]
     pgc = None
-    if importlib.util.find_spec("pytorch_grad_cam") is not None and not args.no_pytorch_grad_cam:
+    if importlib.util.find_spec("pytorch_grad_cam") is not None and args.pytorch_grad_cam:
         from pytorch_grad_cam import GradCAM
 
         cam_model = copy.deepcopy(cnn)  # it registers hooks on the model it is given
@@ -166,7 +194,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
                 cnn(images)
 
         methods: dict[str, Callable[[], object]] = {"forward": forward,
-                                                    "gradcam": lambda images=images: fastinterp.gradcam(cnn, images)}
+                                                    "gradcam": lambda images=images: gradcam(cnn, images)}
         if pgc is not None:
             methods["pytorch-gradcam"] = lambda images=images: pgc(input_tensor=images, targets=None)
         for kind in args.representations:  # the hand-written pipeline, float32
@@ -174,7 +202,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
             options = dict(explainer.representation)
 
             def hand(options=options, explainer=explainer, images=images):
-                rep = fastinterp.cnn_representation(cnn, images, **{**options, "teacher": None})
+                rep = cnn_representation(cnn, images, **{**options, "teacher": None})
                 small = resize_images(images, options["size"], explainer.image_resize)
                 with torch.inference_mode():
                     out = generator(small, rep.cgm)
@@ -239,7 +267,7 @@ def run_bench(args: argparse.Namespace, progress: bool = True) -> dict:
     return {
         "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtypes": args.dtypes,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
-        "torch": torch.__version__, "fastinterp": fastinterp.__version__, "iters": args.iters,
+        "torch": torch.__version__, "fastinterp": __version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "onnx": None if onnx is None else {key: onnx[key] for key in ("export_s", "mb", "providers", "onnxruntime")},
@@ -281,8 +309,6 @@ def _onnx_methods(onnx: dict, images: torch.Tensor, threads: int, args) -> dict[
     go in as numpy (host memory)."""
     import numpy as np
     import onnxruntime as ort
-
-    from fastinterp.runtime.onnx_backend import load_onnx
 
     array = np.ascontiguousarray(images.detach().cpu().numpy())
     sessions = onnx["sessions"].setdefault(threads, {})
@@ -342,60 +368,3 @@ def markdown(report: dict) -> str:
             cells = " | ".join(f"{b['stages_ms'][s]:.2f}" if s in b["stages_ms"] else "" for s in stages)
             lines.append(f"| {b['threads']} | {b['batch']} | {b['kind']} | {cells} |")
     return "\n".join(lines)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastinterp-bench", description="Profile Explainer.explain against the "
-                                "CNN's plain forward, fastinterp.gradcam and pytorch-grad-cam, in one run.")
-    p.add_argument("--model", default="resnet50", help="torchvision classifier, random weights (default resnet50)")
-    p.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
-    p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--generator", default="fast", choices=("fast", "gsft", "lsft"), help="fresh generator kind")
-    p.add_argument("--checkpoints", default=None,
-                   help="'demo' (the shipped CNN + generator) or a folder with cnn.safetensors and "
-                        "generator.safetensors, instead of --model")
-    p.add_argument("--representations", nargs="+", default=list(KINDS), choices=KINDS)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--threads", type=int, nargs="+", default=None, help="torch threads (default: torch's)")
-    p.add_argument("--iters", type=int, default=15, help="timed rounds (default 15)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16", "float16"),
-                   help="explain() in each (bfloat16/float16: autocast; the baselines stay float32)")
-    p.add_argument("--no-pytorch-grad-cam", action="store_true", help="skip pytorch-grad-cam even if installed")
-    p.add_argument("--backends", nargs="+", default=["torch"], choices=("torch", "onnxruntime"),
-                   help="onnxruntime: also export the CNN and each float32 pipeline to ONNX and time them in ONNX "
-                        "Runtime (needs fastinterp[onnx]); the torch backend always runs (the reference)")
-    p.add_argument("--backend", dest="backends", action="append", choices=("torch", "onnxruntime"),
-                   help=argparse.SUPPRESS)
-    p.add_argument("--ort-providers", nargs="+", default=None,
-                   help="ONNX Runtime execution providers (default: CPU; CUDA then CPU with --device cuda)")
-    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
-    p.add_argument("--quick", action="store_true", help="a tiny run (resnet18 at 64 px, batch 2, 3 rounds): "
-                                                        "checks the tool, not the numbers")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.quick:
-        if args.checkpoints is None:
-            args.model, args.size, args.classes = "resnet18", 64, 10
-        args.batch_sizes, args.iters, args.warmup = [2], 3, 1
-    args.threads = args.threads or [torch.get_num_threads()]
-    for name in ("iters", "warmup", "size", "classes"):
-        if getattr(args, name) < (0 if name == "warmup" else 1):
-            raise SystemExit(f"fastinterp-bench: error: --{name}: expected a positive int, got {getattr(args, name)}")
-    if any(b < 1 for b in args.batch_sizes) or any(t < 1 for t in args.threads):
-        raise SystemExit("fastinterp-bench: error: --batch-sizes and --threads take ints >= 1")
-    report = run_bench(args, progress=not args.no_progress)
-    print(markdown(report))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

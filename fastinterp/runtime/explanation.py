@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,21 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from fastinterp._core.extras import require
+
 __all__ = ["Explanation"]
 
 
 def _numpy(x: Any) -> np.ndarray:
     torch = sys.modules.get("torch")  # not imported here: the ONNX Runtime backend runs without torch
     return x.detach().float().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def _require_matplotlib():
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ModuleNotFoundError('Explanation.overlay and .save draw with matplotlib, which is not installed: '
-                                  'pip install "fastinterp[demo]"', name="matplotlib")
-    import matplotlib
-
-    return matplotlib
 
 
 @dataclass
@@ -48,7 +40,7 @@ class Explanation:
         (pytorch-grad-cam's ``show_cam_on_image``). ``images`` (B, C, H, W) or (C, H, W), the ones
         explained: values already in [0, 1] are shown as they are, any other range (normalised
         inputs) is min-max scaled per image; one channel is shown grey."""
-        matplotlib = _require_matplotlib()
+        matplotlib = require("matplotlib", "demo", "Explanation.overlay and .save draw")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
         if colormap not in matplotlib.colormaps:
@@ -75,7 +67,7 @@ class Explanation:
     def save(self, path: str | Path, images: Any = None, alpha: float = 0.5, colormap: str = "jet") -> Path:
         """A PNG grid, one tile per image: the overlay on ``images`` if given, else the coloured
         map. Returns the path."""
-        matplotlib = _require_matplotlib()
+        matplotlib = require("matplotlib", "demo", "Explanation.overlay and .save draw")
         if colormap not in matplotlib.colormaps:
             raise ValueError(f"colormap: {colormap!r} is not a matplotlib colormap (e.g. 'jet', 'viridis', 'inferno')")
         tiles = (self.overlay(images, alpha, colormap) if images is not None

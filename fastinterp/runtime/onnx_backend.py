@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from fastinterp._core.extras import require
+from fastinterp.export.format import EXPLAINER_INPUTS, EXPLAINER_OUTPUTS, FORMAT_VERSION, READABLE_VERSIONS
 from fastinterp.runtime.explanation import Explanation
 
 __all__ = ["FORMAT_VERSION", "OnnxExplainer", "default_providers", "load_onnx"]
 
-FORMAT_VERSION = 1  # of the inputs/outputs/metadata contract: written by fastinterp.export.onnx, read here
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -41,13 +42,7 @@ def cache_dir(name: str) -> Path:
 
 
 def _onnxruntime():
-    try:
-        import onnxruntime
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError('load_onnx runs ONNX files with onnxruntime, which is not installed: '
-                                  'pip install "fastinterp[onnx]" (or onnxruntime-gpu: "fastinterp[gpu]")',
-                                  name="onnxruntime") from error
-    return onnxruntime
+    return require("onnxruntime", "onnx", "load_onnx runs ONNX files", ' (or onnxruntime-gpu: "fastinterp[gpu]")')
 
 
 def default_providers(trt_cache: str | Path | None = None) -> list:
@@ -85,7 +80,7 @@ class OnnxExplainer:
         self._session = session
         self.path = path
         self.metadata = types.MappingProxyType(dict(metadata))
-        self.representation = types.MappingProxyType(json.loads(metadata["fastinterp.maps.representation"]))
+        self.representation = types.MappingProxyType(json.loads(metadata["fastinterp.representation"]))
         channels, height, width = json.loads(metadata["fastinterp.input_size"])
         self.channels = channels
         self.input_size = None if height is None else (height, width)
@@ -233,17 +228,18 @@ def _read_metadata(session, path: Path) -> dict[str, str]:
         raise ValueError(f"path: {path} holds a fastinterp {kind!r}, not an explainer; load_onnx runs the whole "
                          "pipeline (Explainer.export_onnx); run a generator-only file with onnxruntime directly")
     version = metadata.get("fastinterp.format_version")
-    if version != str(FORMAT_VERSION):
+    if version not in {str(v) for v in READABLE_VERSIONS}:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise ValueError(f"path: {path} was written in export format version {version} (fastinterp "
-                         f"{metadata.get('fastinterp.version', '?')}); this fastinterp reads version {FORMAT_VERSION}; "
-                         "export it again with this version")
-    missing = [key for key in ("fastinterp.maps.representation", "fastinterp.input_size", "fastinterp.num_classes")
+                         f"{metadata.get('fastinterp.version', '?')}); this fastinterp reads versions {readable} "
+                         f"(writes {FORMAT_VERSION}); export it again with this version")
+    missing = [key for key in ("fastinterp.representation", "fastinterp.input_size", "fastinterp.num_classes")
                if key not in metadata]
     if missing:
         raise ValueError(f"path: {path}'s fastinterp metadata lacks {missing}; export it again")
     inputs = {i.name for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
-    if not {"images", "targets"} <= inputs or not {"logits", "chosen_targets", "maps", "cgm"} <= outputs:
+    if not set(EXPLAINER_INPUTS) <= inputs or not set(EXPLAINER_OUTPUTS) <= outputs:
         raise ValueError(f"path: {path}'s graph does not have the explainer's inputs and outputs (has inputs "
                          f"{sorted(inputs)}, outputs {sorted(outputs)})")
     return metadata

@@ -1,0 +1,67 @@
+"""Files of tensors + JSON metadata in safetensors: what every checkpoint of the package is (zoo
+CNNs, generators, training states, dataset shards). Writing is atomic; reading never executes code
+(no pickle) and checks a format tag, so a foreign, truncated or corrupted file raises a
+``ValueError`` that names the argument and the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+__all__ = ["check_state_fits", "load_tensors", "save_tensors"]
+
+_META_KEY = "fastinterp"
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON ``metadata`` atomically (temporary file, then rename), with the
+    usual file permissions (safetensors creates 0600 files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(contiguous, str(tmp), metadata={_META_KEY: json.dumps(metadata, sort_keys=True)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    tmp.replace(path)
+    return path
+
+
+def load_tensors(path: str | Path, expected_format: str,
+                 argument: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors` and check its format tag; errors name
+    ``argument`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{argument}: {path} does not exist or is not a file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{argument}: {path} is not a readable safetensors file ({error})") from error
+    try:
+        metadata = json.loads(header[_META_KEY])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{argument}: {path} has no fastinterp metadata; not a fastinterp checkpoint") from error
+    found = metadata.get("format") if isinstance(metadata, dict) else None
+    if found != expected_format:
+        raise ValueError(f"{argument}: {path} has format {found!r}, expected {expected_format!r}")
+    return tensors, metadata
+
+
+def check_state_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str | None:
+    """None if ``tensors`` has exactly the keys and shapes of ``expected``, else what differs."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}"
+    return None
