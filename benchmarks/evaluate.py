@@ -12,10 +12,10 @@ The shipped checkpoints (package data, ``fastinterp/pretrained/``), each made by
 repository on the dev VM, one torch thread per command:
 - digits CNN + ``fast`` generator: ``fastinterp/pretrained/demo/README.md``.
 - ``fast-fo`` (forward-only representation): the activation generator of
-  ``python benchmarks/eval_forward_only.py`` (out/forward_only/activation/generator), 1,500 steps.
+  ``python experiments/eval_forward_only.py`` (out/forward_only/activation/generator), 1,500 steps.
 - ``gsft`` and ``lsft`` (the paper's generators): ``fastinterp train-generator --kind gsft|lsft``
   on the demo generator's training set (6,144 digits explained by mobilenet_v3_small, resnet18 and
-  vgg13_bn; built by ``benchmarks/eval_generators.py``), 400 steps of batch 16, lr 2e-4,
+  vgg13_bn; built by ``experiments/eval_generators.py``), 400 steps of batch 16, lr 2e-4,
   l1-warmup 100: the README's equal-budget comparison setting (the fast generator had 1,500 x 32).
 - textured-shapes CNN: ``fastinterp zoo --archs mobilenet_v3_small --dataset shapes --input-size 64
   --threads 1``. No generator was trained on shapes: that CNN tests the generators on a dataset and
@@ -37,6 +37,9 @@ def main() -> int:
     command = [sys.executable, "-m", "fastinterp", "evaluate", "--out", out, "--threads", "2"]
     if "--quick" not in args:
         command += ["--reading", "benchmarks/evaluation_reading.md"]
+        # the sections the experiments wrote (experiments/distill.py, experiments/generalisation.py)
+        for section in sorted((ROOT / "reports" / "sections").glob("*.md")):
+            command += ["--section", str(section.relative_to(ROOT))]
     print("$ " + " ".join(command + args), flush=True)
     return subprocess.run(command + args, cwd=ROOT).returncode
 

@@ -1,7 +1,7 @@
 """Distil Score-CAM and RISE into fast generators, then judge each against its teacher.
 
-    python benchmarks/distill.py                 # the report section (~75 min on 2 cores)
-    python benchmarks/distill.py --train-n 64 --steps 20 --n 16 --out out/distill_try   # a quick look
+    python experiments/distill.py                 # the report section (~75 min on 2 cores)
+    python experiments/distill.py --train-n 64 --steps 20 --n 16 --out out/distill_try   # a quick look
 
 Stages (each a ``fastinterp`` command, printed and timed; each resumes):
  1. per teacher (score-cam at the last conv layer; rise, ``--rise-masks`` masks) and per
@@ -86,7 +86,7 @@ def main() -> None:
     result = state["results"][0]
     section = f"""## Distillation: Score-CAM and RISE in one pass
 
-Made by `python benchmarks/distill.py{' --ship' if args.ship else ''}` ({state['machine']}, {args.threads} threads per
+Made by `python experiments/distill.py{' --ship' if args.ship else ''}` ({state['machine']}, {args.threads} threads per
 command). Four fast generators, each trained on {args.train_n} train-split digits explained by the shipped demo CNN
 (mobilenet_v3_small) with its teacher's map as the target ({args.steps} steps of batch 32, L1 alone for the first
 {args.warmup_steps}, then pix2pix): Score-CAM (last conv layer) or RISE ({args.rise_masks} masks), on the gradient

@@ -2,8 +2,8 @@
 gradient representation, both taught Grad-CAM of the last conv and trained with the shipped demo
 generator's budget (1,500 steps x 32, L1 warm-up 300, then pix2pix).
 
-    python benchmarks/eval_forward_only.py                  # the README's table (~45 min, 2 cores)
-    python benchmarks/eval_forward_only.py --steps 100      # a quick look
+    python experiments/eval_forward_only.py                  # the README's table (~45 min, 2 cores)
+    python experiments/eval_forward_only.py --steps 100      # a quick look
 
 Stages (each a ``fastinterp`` command, printed before it runs; each resumes):
  1. zoo CNNs if missing (``fastinterp zoo``: mobilenet_v3_small, resnet18, vgg13_bn seen;
@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_generators import _train_seconds, build_datasets, run, zoo_checkpoints
+from eval_generators import _train_seconds, build_datasets, file_sha256, run, zoo_checkpoints
 
-from fastinterp.datasets.build import _sha256_file
 
 KINDS = ("gradient", "activation")
 
@@ -82,7 +81,7 @@ def main() -> None:
     for kind in KINDS:
         generator = args.out / kind / "generator" / "generator.safetensors"
         path = args.out / f"report_{kind}.json"
-        sha = _sha256_file(generator)
+        sha = file_sha256(generator)
         state = json.loads(path.read_text()) if path.exists() else {}
         if state.get("generator_sha256") != sha:
             run(["eval-generator", "--generator", str(generator), "--data", str(data[kind]["seen"]),

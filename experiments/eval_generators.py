@@ -1,8 +1,8 @@
 """Fidelity of gsft, lsft and fast to the teacher on held-out images, for CNNs seen in training and
 for an architecture left out of it -- every generator trained with the same budget.
 
-    python benchmarks/eval_generators.py                       # the README's table (~2.5 h, see below)
-    python benchmarks/eval_generators.py --kinds fast --steps 100   # a quick look
+    python experiments/eval_generators.py                       # the README's table (~2.5 h, see below)
+    python experiments/eval_generators.py --kinds fast --steps 100   # a quick look
 
 Every stage is a ``fastinterp`` command (printed before it runs) and every stage resumes, so an
 interrupted run continues and a finished one only prints the table again (a report is reused while
@@ -18,7 +18,7 @@ the work):
 Representation: Grad-CAM, K = 8, 64x64, order first_to_last, teacher = the last conv layer (the
 map pytorch-grad-cam users call Grad-CAM). With the paper's order (last_to_first) that teacher is
 CGM 0 itself, and the paper's teacher (the first conv layer) is a sparse edge map that the fast
-generator fitted with a near-constant map at this budget (Pearson r 0.055; see benchmarks/NOTES.md).
+generator fitted with a near-constant map at this budget (Pearson r 0.055; see experiments/NOTES.md).
 
 Time on the 2-core dev machine, one thread per command: zoo 31 min (4 CNNs), datasets 2.5 min,
 fast 3 min, gsft ~40 min, lsft ~60 min, and ~5 min to evaluate each of gsft and lsft. Running
@@ -29,6 +29,7 @@ a final run without ``--kinds`` then only evaluates what changed and prints the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import subprocess
@@ -37,11 +38,15 @@ from pathlib import Path
 
 import torch
 
-from fastinterp.datasets.build import _sha256_file
 
 # every conv layer, the setting the README's numbers were made with (before skip_1x1 existed)
 REPRESENTATION = ["--k", "8", "--size", "64", "--method", "gradcam", "--order", "first_to_last", "--teacher", "last",
                   "--no-skip-1x1"]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file (a generator checkpoint: a report is reused while its generator is unchanged)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run(command: list[str]) -> None:
@@ -105,7 +110,7 @@ def main() -> None:
              "--lr", str(args.lr), "--strategy", "l1-warmup", "--warmup-steps", str(args.warmup_steps),
              "--val-every", "100", "--checkpoint-every", "50", "--resume", *threads])
         report_path = args.out / f"report_{kind}.json"
-        generator_sha = _sha256_file(folder / "generator.safetensors")
+        generator_sha = file_sha256(folder / "generator.safetensors")
         state = json.loads(report_path.read_text()) if report_path.exists() else {}
         if state.get("generator_sha256") == generator_sha:  # same generator bytes: the report stands
             print(f"{report_path}: already evaluates this generator (sha256 {generator_sha[:12]}), reused")
@@ -163,9 +168,10 @@ def _size(kind: str) -> tuple[int, float]:
 
 def _train_seconds(folder: Path) -> float:
     """Training wall time recorded in the train state (seconds since the run's first step)."""
-    from fastinterp.generator.checkpoint import load_tensors
+    from safetensors import safe_open
 
-    _, meta = load_tensors(folder / "train_state.safetensors", "fastinterp-train-state/1")
+    with safe_open(str(folder / "train_state.safetensors"), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["fastinterp"])
     return float(meta.get("elapsed_s", float("nan")))
 
 

@@ -1,14 +1,14 @@
 """Experiment: give every CNN family's CGMs a common scale before the generator sees them.
 
-    python benchmarks/family_scale.py --left-out mobilenet_v3_small     # ~4 min on 2 cores
-    python benchmarks/family_scale.py --left-out shufflenet_v2_x0_5
+    python experiments/family_scale.py --left-out mobilenet_v3_small     # ~4 min on 2 cores
+    python experiments/family_scale.py --left-out shufflenet_v2_x0_5
 
 Each CNN's CGM k is divided by that CNN's mean per-image peak of CGM k (over up to 256 of its
 examples), so every family's CGMs have the same mean peak at every depth, while each image keeps
 its own contrast (unlike ``normalize_cgm``, which scales each image's CGM to [0, 1]). A new CNN is
 calibrated the same way from its own CGMs: no teacher map is needed, so a deployment could do it
 on a few unlabelled images. The generator is the leave-one-family-out fast generator of
-``benchmarks/generalisation.py`` (same data, 400 steps, L1 alone for 320), trained through the
+``experiments/generalisation.py`` (same data, 400 steps, L1 alone for 320), trained through the
 library API on the rescaled CGMs and judged on the left-out family's held-out digits (rescaled with
 the constants of those digits' CGMs).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fastinterp.datasets.build import ExplanationDataset
+from fastinterp.datasets.reader import ExplanationDataset
 from fastinterp.generator.networks import build_discriminator, build_generator
 from fastinterp.generator.training import TrainConfig, fidelity_report, train_generator
 

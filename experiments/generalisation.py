@@ -1,7 +1,7 @@
 """Leave-one-family-out: does one generator serve CNN families it never saw?
 
-    python benchmarks/generalisation.py            # the report section (~60 min on 2 cores)
-    python benchmarks/generalisation.py --train-n 64 --test-n 32 --steps 10 --all-steps 10 --out out/lofo_try \\
+    python experiments/generalisation.py            # the report section (~60 min on 2 cores)
+    python experiments/generalisation.py --train-n 64 --test-n 32 --steps 10 --all-steps 10 --out out/lofo_try \\
         --report out/lofo_try/reports      # a quick look
 
 Stages (each a ``fastinterp`` command, printed and timed; each resumes):
@@ -199,7 +199,7 @@ def main() -> None:
 
     section = f"""## Generalisation: leave one architecture family out
 
-Made by `python benchmarks/generalisation.py {' '.join(sys.argv[1:])}` (torch {torch.__version__},
+Made by `python experiments/generalisation.py {' '.join(sys.argv[1:])}` (torch {torch.__version__},
 {platform.machine()}, {args.threads} threads per command). Each CNN of the digits zoo explains {args.train_n}
 train-split digits (the generators' data) and {args.test_n} held-out test-split digits, in the demo's
 representation (gradient, K = 8, teacher Grad-CAM of the last conv layer). For each family, a fast generator is

@@ -2,7 +2,7 @@
 convolution with the flipped kernel (what fastinterp exports) vs every conv backward as a
 ConvTranspose (the first version), side by side.
 
-    python benchmarks/onnx_conv_backward.py [--model resnet50] [--size 224] [--batch-sizes 1 8]
+    python experiments/onnx_conv_backward.py [--model resnet50] [--size 224] [--batch-sizes 1 8]
 
 Both gradient pipelines and the CNN's plain forward are exported, then timed in ONNX Runtime (CPU
 EP, spinning off) in interleaved rounds; prints p50 ms and the ratio to the ORT forward, the max

@@ -1,4 +1,4 @@
-"""Helpers of the benchmarks that write a section of reports/evaluation.md (distill.py,
+"""Helpers of the experiments that write a section of reports/evaluation.md (distill.py,
 generalisation.py): timed ``fastinterp`` commands and the section itself."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-READING = Path(__file__).resolve().parent / "evaluation_reading.md"
+READING = Path(__file__).resolve().parent.parent / "benchmarks" / "evaluation_reading.md"
 
 
 def run_timed(command: list[str], timings: dict, key: str, log: Path | None = None) -> None:
@@ -32,10 +32,13 @@ def timings_table(timings: dict) -> str:
 
 def write_section(report: Path, name: str, text: str) -> None:
     """Write ``<report>/sections/<name>.md`` and, when the main report's JSON is there (made by
-    benchmarks/evaluate.py), re-render ``<report>/evaluation.md`` with it; print the section."""
+    benchmarks/evaluate.py), re-render ``<report>/evaluation.md`` with every section of that folder,
+    in name order (passed explicitly: ``fastinterp evaluate`` reads only what it is given); print
+    the section."""
     (report / "sections").mkdir(parents=True, exist_ok=True)
     (report / "sections" / f"{name}.md").write_text(text)
     if (report / "evaluation.json").exists():
+        sections = [arg for path in sorted((report / "sections").glob("*.md")) for arg in ("--section", str(path))]
         subprocess.run([sys.executable, "-m", "fastinterp", "evaluate", "--render-only", "--out", str(report),
-                        "--reading", str(READING)], check=True)
+                        "--reading", str(READING), *sections], check=True)
     print(text)

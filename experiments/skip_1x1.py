@@ -7,8 +7,8 @@ the same digits explained twice by the shipped demo CNN (mobilenet_v3_small): on
 (``--no-skip-1x1``), once without the 1x1 ones (``--skip-1x1``), and compares their fidelity to the
 teacher (Grad-CAM of the last conv, the same map in both) on the same held-out digits, paired.
 
-    python benchmarks/skip_1x1.py            # ~15 min on the 2-core dev machine, 1 thread
-    python benchmarks/skip_1x1.py --seeds 0 --steps 100 --train-n 512 --test-n 256   # a quick look
+    python experiments/skip_1x1.py            # ~15 min on the 2-core dev machine, 1 thread
+    python experiments/skip_1x1.py --seeds 0 --steps 100 --train-n 512 --test-n 256   # a quick look
 
 Every stage is a ``fastinterp`` command (echoed) and resumes; the table goes to stdout and
 ``<out>/summary.json``.
@@ -37,7 +37,7 @@ def run(command: list[str]) -> None:
 
 def cgm_stats(folder: Path) -> dict:
     """Mean over examples of each CGM's maximum (a diluted running mean stays below 1)."""
-    from fastinterp.datasets.build import ExplanationDataset
+    from fastinterp.datasets.reader import ExplanationDataset
 
     data = ExplanationDataset(folder)
     peaks = torch.stack([data[i]["cgm"].amax(dim=(1, 2)) for i in range(len(data))])

@@ -14,6 +14,17 @@ from fastinterp.maps.representation import layer_maps_reference as naive_layer_m
 INPUT_SIDE = {"inception_v3": 96}
 
 
+def pytest_collection_modifyitems(config, items):
+    """``cuda`` tests need a CUDA device: skipped without one (benchmarks/gpu_check.sh runs them on
+    a lent GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: bash benchmarks/gpu_check.sh on a GPU machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """A random-init torchvision classifier (no downloads), seeded, in eval mode."""
     torch.manual_seed(seed)

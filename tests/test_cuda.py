@@ -1,0 +1,117 @@
+"""On a CUDA device (``cuda`` marker; skipped without one, run by ``bash benchmarks/gpu_check.sh``):
+the Triton kernel against the PyTorch reference, the runtime against the same pipeline on the CPU,
+and the exported pipeline in ONNX Runtime's CUDA / TensorRT providers against the torch CUDA backend.
+
+Tolerances: the kernel 1e-5 absolute (the CPU backends' bound; maps in [0, 1]); cuDNN's
+convolutions round differently from the CPU's, so whole pipelines 1e-3 on maps in [0, 1] (fp16
+ONNX: 5e-2). Outputs are poisoned with NaN first, so an element the kernel never writes fails.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import fastinterp
+from fastinterp.generator.networks import build_generator
+from fastinterp.ops import cumulative_average, cumulative_average_reference
+from conftest import build
+
+pytestmark = pytest.mark.cuda
+
+KERNEL_ATOL = 1e-5
+PIPELINE_ATOL = 1e-3
+
+
+def ragged_case(rng: random.Random, dtype: torch.dtype):
+    """L maps of random sizes (some constant), an output size and K positions."""
+    exponents = (-2, 3) if dtype == torch.float16 else (-30, 30)  # finite after the cast
+    length, batch = rng.randint(1, 60), rng.randint(1, 6)
+    generator = torch.Generator().manual_seed(rng.randrange(2**31))
+    maps = []
+    for _ in range(length):
+        h, w = rng.randint(1, 120), rng.randint(1, 120)
+        m = torch.randn(batch, h, w, generator=generator) * 10.0 ** rng.randint(*exponents)
+        if rng.random() < 0.1:
+            m = torch.full((batch, h, w), rng.uniform(-5, 5))
+        maps.append(m.to(dtype))
+    size = (rng.randint(1, 300), rng.randint(1, 300))
+    positions = sorted(rng.sample(range(length), rng.randint(1, length)))
+    return maps, size, positions
+
+
+@pytest.mark.parametrize("dtype, count", [(torch.float32, 200), (torch.float16, 30), (torch.bfloat16, 30),
+                                          (torch.float64, 30)])
+def test_triton_matches_the_reference_on_ragged_shapes(dtype, count):
+    rng = random.Random(0)
+    for _ in range(count):
+        maps, size, positions = ragged_case(rng, dtype)
+        reference = cumulative_average_reference(maps, size, positions)
+        out = torch.full((maps[0].shape[0], len(positions), *size), float("nan"), device="cuda")
+        cumulative_average([m.cuda() for m in maps], size, positions, backend="triton", out=out)
+        error = (out.cpu() - reference).abs().max().item()
+        assert error <= KERNEL_ATOL, (len(maps), size, positions, error)  # NaN (unwritten) fails too
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_map_is_named(bad):
+    maps = [torch.randn(2, 9, 9, device="cuda") for _ in range(3)]
+    maps[1][0, 3, 3] = bad
+    with pytest.raises(ValueError, match=r"maps\[1\]"):
+        cumulative_average(maps, 32, [0, 2], backend="triton")
+
+
+def test_a_batch_beyond_the_grid_limit_and_the_numerics_rules():
+    # 70,000 > CUDA's 65,535 limit of grid axis 1 (the kernel folds it into axis 0)
+    maps = [torch.rand(70_000, 2, 3, device="cuda"), torch.rand(70_000, 1, 1, device="cuda")]
+    out = torch.full((70_000, 2, 5, 4), float("nan"), device="cuda")
+    cumulative_average(maps, (5, 4), [0, 1], backend="triton", out=out)
+    reference = cumulative_average_reference([m.cpu() for m in maps], (5, 4), [0, 1])
+    assert (out.cpu() - reference).abs().max().item() <= KERNEL_ATOL
+    # one ulp of noise on a constant map: zeros, as the reference
+    noisy = torch.full((2, 5, 6), 3.7, device="cuda")
+    noisy[0, 1, 2] = torch.nextafter(noisy[0, 1, 2], torch.tensor(9.0, device="cuda"))
+    assert torch.equal(cumulative_average([noisy], (5, 6), [0], backend="triton").cpu(), torch.zeros(2, 1, 5, 6))
+    # a float64 map whose span overflows: exact values, never NaN
+    big = torch.finfo(torch.float64).max
+    huge = torch.tensor([[[-big, big], [0.0, big / 2]]], dtype=torch.float64, device="cuda")
+    assert torch.equal(cumulative_average([huge], (2, 2), [0], backend="triton").cpu(),
+                       torch.tensor([[[[0.0, 1.0], [0.5, 0.75]]]]))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "densenet121", "vgg13"])
+@pytest.mark.parametrize("kind", ["gradient", "activation"])
+def test_explain_on_cuda_matches_the_cpu_pipeline(arch, kind):
+    cnn, generator = build(arch), build_generator("fast", k=8, size=64).eval()
+    x = torch.rand(3, 3, 80, 80, generator=torch.Generator().manual_seed(1))
+    cpu = fastinterp.compile(cnn, generator, representation=kind, input_size=80, backend="torch").explain(x)
+    # device="cuda" (no index): the explainer copies the CPU CNN there and normalises the device
+    on_gpu = fastinterp.compile(cnn, generator, representation=kind, input_size=80, device="cuda")
+    assert next(cnn.parameters()).device.type == "cpu"  # the user's CNN stays where it was
+    out = on_gpu.explain(x.cuda())
+    assert out.maps.device.type == "cuda" and torch.equal(out.targets.cpu(), cpu.targets)
+    assert (out.maps.cpu() - cpu.maps).abs().max().item() <= PIPELINE_ATOL
+
+
+def test_onnx_runtime_on_the_gpu_matches_the_torch_cuda_backend(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        pytest.skip(f"onnxruntime has no CUDAExecutionProvider (has {available}): pip install 'fastinterp[gpu]'")
+    cnn, generator = build("resnet18"), build_generator("fast", k=8, size=64).eval()
+    explainer = fastinterp.compile(cnn, generator, input_size=96, device="cuda")
+    files = {"fp32": explainer.export_onnx(tmp_path / "fp32.onnx"),
+             "fp16": explainer.export_onnx(tmp_path / "fp16.onnx", fp16=True)}
+    configs = [("cuda-fp32", files["fp32"], ["CUDAExecutionProvider"], PIPELINE_ATOL),
+               ("cuda-fp16", files["fp16"], ["CUDAExecutionProvider"], 5e-2)]
+    if "TensorrtExecutionProvider" in available:
+        configs.append(("tensorrt-fp16", files["fp32"], None, 5e-2))  # default providers: TensorRT first
+    x = torch.rand(4, 3, 96, 96, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    reference = explainer.explain(x)
+    for name, path, providers, atol in configs:
+        got = fastinterp.load_onnx(path, providers=providers).explain(x.cpu().numpy())
+        assert np.array_equal(got.targets, reference.targets.cpu().numpy()), name
+        assert float(np.abs(got.maps - reference.maps.cpu().numpy()).max()) <= atol, name
