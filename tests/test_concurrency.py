@@ -55,6 +55,7 @@ def inplace_relu_cnn() -> nn.Module:
 MODELS = {"resnet18": lambda: build("resnet18"), "vgg11": lambda: build("vgg11"), "inplace_relu": inplace_relu_cnn}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_threads_get_the_sequential_maps_and_leave_the_model_untouched(name, mode):
@@ -90,3 +91,21 @@ def test_threads_discover_the_same_conv_layers():
     results = run_threads(lambda i: [fastinterp.conv_layers(model, torch.randn(1, 3, 32, 32)) for _ in range(CALLS)])
     assert all(names == expected for calls in results for names in calls)
     assert_same_state(before, model_state(model))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121", "inception_v3"])
+def test_the_view_walk_finds_the_modules_named_modules_lists(arch):
+    """eval_view_with finds, in the walk that makes the view, the view's own modules of a kind with
+    named_modules' names and order (a shared module once, at its first name): capture and the
+    forward-only maps watch these instead of walking the view again."""
+    from fastinterp.maps.eval_view import eval_view_with
+
+    model = build(arch)
+    shared = nn.Conv2d(3, 3, 1)
+    for candidate in (model, nn.Sequential(shared, nn.ReLU(), nn.Sequential(shared, nn.Conv2d(3, 3, 1)))):
+        view, found = eval_view_with(candidate, nn.Conv2d)
+        expected = [(n, m) for n, m in view.named_modules() if isinstance(m, nn.Conv2d)]
+        assert [n for n, _ in found] == [n for n, _ in expected]
+        assert all(a is b for (_, a), (_, b) in zip(found, expected))
+        originals = {id(m) for m in candidate.modules()}
+        assert not any(id(m) in originals for _, m in found)  # the view's copies, never the model's modules

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastinterp.maps.eval_view import add_forward_hook, eval_view
+from fastinterp.maps.eval_view import eval_view, eval_view_with, set_forward_hook
 from fastinterp._core.validation import (
     check_images,
     check_logits_and_targets,
@@ -135,8 +135,11 @@ def capture(
         targets = check_targets(targets, images.shape[0], images.device)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("layer maps need autograd: call fastinterp outside torch.inference_mode()")
-    view = eval_view(model)
-    watched = _resolve_layers(view, layers, also)
+    if layers is None and not also:  # every conv, found in the walk that makes the view
+        view, watched = eval_view_with(model, nn.Conv2d)
+    else:
+        view = eval_view(model)
+        watched = _resolve_layers(view, layers, also)
     target_tensor = targets
 
     for attempt in range(2):
@@ -146,8 +149,9 @@ def capture(
         # it and run again with clones (happens at most once per layer and model).
         surprises = [n for n, (orig, handed, version, cloned) in outputs.items()
                      if not cloned and orig._version != version]
-        _learn(model, set(outputs), {name for name, (orig, handed, version, cloned) in outputs.items()
-                                     if handed._version != version})
+        overwritten = {name for name, (orig, handed, version, cloned) in outputs.items() if handed._version != version}
+        if not (known.checked.issuperset(outputs) and known.overwritten.issuperset(overwritten)):
+            _learn(model, set(outputs), overwritten)  # only when this call taught something new
         if not surprises:
             break
     else:  # pragma: no cover - a second in-place surprise with everything cloned cannot happen
@@ -209,16 +213,12 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
             return handed if clone else None
         return hook
 
-    # on the view's modules (never the model's); removed after, as a rerun registers its own
-    handles = [add_forward_hook(module, make_hook(name)) for name, module in watched]
-    try:
-        # A fresh leaf (not the user's tensor) that requires grad: every layer output gets a
-        # graph even when all parameters are frozen; ``* 1`` so that an in-place op on the
-        # model's input neither fails (a leaf) nor writes into the caller's images.
-        inputs = images.detach().requires_grad_(True) * 1
-        with torch.enable_grad():
-            logits = view(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for name, module in watched:  # on the view's modules (never the model's); a rerun replaces them
+        set_forward_hook(module, make_hook(name))
+    # A fresh leaf (not the user's tensor) that requires grad: every layer output gets a graph even
+    # when all parameters are frozen; ``* 1`` so that an in-place op on the model's input neither
+    # fails (a leaf) nor writes into the caller's images.
+    inputs = images.detach().requires_grad_(True) * 1
+    with torch.enable_grad():
+        logits = view(inputs)
     return outputs, logits

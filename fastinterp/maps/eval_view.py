@@ -21,12 +21,13 @@ with ``object.__setattr__``) still calls the originals, in their own mode.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["add_forward_hook", "add_forward_pre_hook", "eval_view"]
+__all__ = ["add_forward_hook", "add_forward_pre_hook", "eval_view", "eval_view_with", "set_forward_hook"]
 
 # what register_forward_hook writes to (the last two only for its keyword options)
 _FORWARD_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
@@ -37,21 +38,48 @@ def eval_view(model: nn.Module) -> nn.Module:
     """A copy of ``model``'s module tree in eval mode sharing its tensors (see the module doc).
 
     Costs one attribute-table copy per module (measured in benchmarks/NOTES.md: ~1-2 us each)."""
-    copies: dict[int, nn.Module] = {}
+    return eval_view_with(model, ())[0]
 
-    def copy(module: nn.Module) -> nn.Module:
+
+def eval_view_with(model: nn.Module, kinds: type | tuple[type, ...]) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
+    """``eval_view(model)`` and, from the same walk over the tree, ``(name, view module)`` of every
+    module that is an instance of ``kinds``, in ``named_modules()`` order and naming (a module used
+    in several places once, at its first name): what a caller would otherwise find by walking the
+    view a second time."""
+    copies: dict[int, nn.Module] = {}
+    found: list[tuple[str, nn.Module]] = []
+
+    def copy(module: nn.Module, name: str) -> nn.Module:
         done = copies.get(id(module))
         if done is not None:  # a module used in several places stays one module
             return done
         clone = object.__new__(type(module))  # no __init__, no __getstate__ (parametrized modules refuse it)
         copies[id(module)] = clone
+        if isinstance(module, kinds):
+            found.append((name, clone))
         state = module.__dict__.copy()
         state["training"] = False
-        state["_modules"] = {name: None if child is None else copy(child) for name, child in module._modules.items()}
+        prefix = name + "." if name else ""
+        state["_modules"] = {child_name: None if child is None else copy(child, prefix + child_name)
+                             for child_name, child in module._modules.items()}
         object.__setattr__(clone, "__dict__", state)  # not Module.__setattr__'s checks: 2x faster views
         return clone
 
-    return copy(model)
+    return copy(model, ""), found
+
+
+# the key of our hook in a view module's own hook dictionary (torch's handles count up from 0)
+_VIEW_HOOK_KEY = -1
+
+
+def set_forward_hook(module: nn.Module, hook: Callable) -> None:
+    """Give a module of an eval view its own forward-hook dictionary: the model's hooks, then
+    ``hook`` (replacing the one set before, if any). Cheaper than :func:`add_forward_hook` on the
+    per-call path (no handle to make or remove: the view is dropped after the call, and the
+    model's module never sees the hook)."""
+    hooks = OrderedDict(module.__dict__["_forward_hooks"])
+    hooks[_VIEW_HOOK_KEY] = hook
+    module.__dict__["_forward_hooks"] = hooks
 
 
 def add_forward_hook(module: nn.Module, hook: Callable) -> RemovableHandle:

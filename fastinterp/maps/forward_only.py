@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from fastinterp.maps.formulas import gradcam_formula, weighted_sum
-from fastinterp.maps.eval_view import add_forward_hook, add_forward_pre_hook, eval_view
+from fastinterp.maps.eval_view import add_forward_pre_hook, eval_view, eval_view_with, set_forward_hook
 from fastinterp._core.validation import (
     check_images,
     check_logits_and_targets,
@@ -327,7 +327,7 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
         targets = check_targets(targets, images.shape[0], images.device)
     target_tensor = targets
     plan = head_plan(model, images)
-    view = eval_view(model)
+    view, convs = eval_view_with(model, nn.Conv2d)
     dtype = torch.promote_types(images.dtype, torch.float32)
     stats: dict[str, torch.Tensor] = {}
 
@@ -339,9 +339,8 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
             stats[name] = output.detach().abs().mean(dim=1, dtype=dtype)
         return hook
 
-    for name, module in view.named_modules():
-        if isinstance(module, nn.Conv2d):
-            add_forward_hook(module, make_hook(name))
+    for name, module in convs:
+        set_forward_hook(module, make_hook(name))
     logits, tap, ran_once = tapped_forward(plan, view, images)
     changed = not ran_once
     if plan.linear and tap.weight is not None and tap.features is not None and isinstance(logits, torch.Tensor):

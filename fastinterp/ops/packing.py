@@ -49,7 +49,7 @@ def packed_dtype(maps: Sequence[torch.Tensor], supported: Sequence[torch.dtype])
 
 def pack_maps(maps: Sequence[torch.Tensor], num_layers: int, dtype: torch.dtype) -> PackedMaps:
     """Pack ``maps[:num_layers]`` (each (B, h_l, w_l)) into one contiguous ``dtype`` buffer."""
-    used = [m.detach() for m in maps[:num_layers]]
+    used = [m.detach() if m.requires_grad else m for m in maps[:num_layers]]
     batch = used[0].shape[0]
     table, offset = [], 0
     for m in used:
