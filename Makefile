@@ -10,7 +10,7 @@ MODULES := $(shell find fastinterp kernels -name '*.py' 2>/dev/null | sort | cks
 STAMP  := $(VENV)/.fastinterp-installed-$(MODULES)
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast bench install clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: $(STAMP)
 # PYTHONSAFEPATH: the checkout root is not put on sys.path, so tests import the installed package.
 test: $(STAMP)
 	TRITON_INTERPRET=1 PYTHONSAFEPATH=1 $(PY) -m pytest -q
+
+# The fast subset (under 2 minutes here): every test but those that build, export, spawn processes
+# or train (the `slow` marker). `make test` (and CI) runs everything.
+test-fast: $(STAMP)
+	TRITON_INTERPRET=1 PYTHONSAFEPATH=1 $(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_representation.py

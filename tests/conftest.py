@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from fastinterp.maps.representation import layer_maps_reference as naive_layer_maps  # noqa: F401
+from fastinterp.ops import cumulative_average
 
 # Input side per architecture: small enough for a 2-core CPU, large enough for every model
 # (inception_v3 needs >= 75 pixels).
@@ -86,3 +87,16 @@ def small_cnn() -> nn.Module:
         nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
     )
+
+
+def naive_rise(model, images, targets, masks: torch.Tensor, p: float) -> torch.Tensor:
+    """sum_i P(t | x * M_i) M_i / (N p), one image and one mask per forward, min-max normalised."""
+    out = []
+    for b in range(images.shape[0]):
+        saliency = torch.zeros(images.shape[-2:], dtype=torch.float64)
+        for mask in masks:
+            with torch.no_grad():
+                prob = model((images[b] * mask)[None]).softmax(1)[0, targets[b]]
+            saliency += prob.double() * mask.double()
+        out.append(saliency / (len(masks) * p))
+    return cumulative_average([torch.stack(out).float()], tuple(images.shape[-2:]), [0])[:, 0]

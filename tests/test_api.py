@@ -18,6 +18,7 @@ def test_every_top_level_name_resolves(name):
     assert getattr(fastinterp, name) is not None
 
 
+@pytest.mark.slow
 def test_import_fastinterp_and_the_onnx_backend_do_not_import_torch():
     code = ("import sys, fastinterp, fastinterp.runtime.onnx_backend, fastinterp.export.format; "
             "print('torch' in sys.modules)")

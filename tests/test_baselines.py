@@ -13,11 +13,12 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from fastinterp import baselines
 from fastinterp.baselines.rise import RiseMasks
-from fastinterp.ops import cumulative_average
+
 from fastinterp.maps.representation import gradcam
-from conftest import assert_same_state, build, model_state
+from conftest import assert_same_state, build, model_state, naive_rise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,layer", [("resnet18", "layer4.1.conv2"), ("resnet18", "layer3.1.conv2"),
                                         ("mobilenet_v3_small", None)])
 def test_score_cam_equals_pytorch_grad_cam(arch, layer):
@@ -43,19 +44,6 @@ def test_score_cam_equals_pytorch_grad_cam(arch, layer):
         assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.99
     assert np.abs(maps.numpy() - their_maps).max() < 0.1
     assert maps.min() >= 0 and maps.max() <= 1
-
-
-def naive_rise(model, images, targets, masks: torch.Tensor, p: float) -> torch.Tensor:
-    """sum_i P(t | x * M_i) M_i / (N p), one image and one mask per forward, min-max normalised."""
-    out = []
-    for b in range(images.shape[0]):
-        saliency = torch.zeros(images.shape[-2:], dtype=torch.float64)
-        for mask in masks:
-            with torch.no_grad():
-                prob = model((images[b] * mask)[None]).softmax(1)[0, targets[b]]
-            saliency += prob.double() * mask.double()
-        out.append(saliency / (len(masks) * p))
-    return cumulative_average([torch.stack(out).float()], tuple(images.shape[-2:]), [0])[:, 0]
 
 
 def test_rise_equals_a_naive_loop(small_cnn):

@@ -77,6 +77,7 @@ def test_an_error_after_parsing_is_one_line_naming_the_command(tmp_path, capsys)
     assert "--allow-teacher-input" in line
 
 
+@pytest.mark.slow
 def test_the_installed_entry_point_exits_2_without_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fastinterp", "train-generator", "--data", str(tmp_path),
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=tmp_path)

@@ -25,6 +25,8 @@ import torch
 from fastinterp.ops import constant_rtol, cumulative_average_reference
 from fastinterp.ops.packing import pack_maps
 
+pytestmark = pytest.mark.slow  # every test compiles the kernel
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "tests/cpp/cumulative_average_main.cpp", ROOT / "csrc/cumulative_average.cpp"]
 FLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", f"-I{ROOT / 'csrc'}"]

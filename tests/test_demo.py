@@ -35,6 +35,7 @@ def test_shipped_checkpoints_are_package_data_small_and_consistent():
     assert cnn_meta["arch"] in json.dumps(meta["cnns"])
 
 
+@pytest.mark.slow
 def test_demo_generator_beats_copying_its_best_input(tmp_path, capsys):
     # a fake clock: the first (warm-up) pass takes 1 s per stage, the timed second pass 10 and 30 ms
     ticks = iter([0.0, 1.0, 2.0, 100.0, 100.010, 100.040])

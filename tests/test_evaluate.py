@@ -26,6 +26,7 @@ def table_rows(markdown: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_evaluate_quick_fills_every_cell(tmp_path):
     assert main_evaluate(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     report = (tmp_path / "evaluation.md").read_text()
@@ -142,6 +143,7 @@ def test_distillation_table_on_hand_made_results():
     assert distillation_table({**result, "methods": {k: methods[k] for k in ("score-cam", "gc")}}) == []
 
 
+@pytest.mark.slow
 def test_a_tiny_distillation_end_to_end(tmp_path, capsys):
     """Score-CAM as the teacher: dataset -> generator -> compile says what it imitates -> the
     report's distillation table and a section of another command, all in seconds."""

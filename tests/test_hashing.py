@@ -59,6 +59,7 @@ def test_file_sha256_is_hashlib_of_the_bytes(tmp_path):
     assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_one_cnn_has_one_digest_in_its_checkpoint_and_a_dataset_manifest(tmp_path):
     from fastinterp.datasets.build import build_dataset
     from fastinterp.datasets.reader import ExplanationDataset

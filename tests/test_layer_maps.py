@@ -11,8 +11,9 @@ from fastinterp.maps.formulas import METHODS
 from conftest import assert_same_state, build, images_for, max_rel_error, model_state, naive_layer_maps
 
 EXACT_ARCHITECTURES = [
-    "resnet18", "vgg11", "densenet121", "mobilenet_v3_small", "squeezenet1_1", "efficientnet_b0",
-    "inception_v3", "mnasnet0_5",
+    "resnet18", "vgg11", pytest.param("densenet121", marks=pytest.mark.slow), "mobilenet_v3_small", "squeezenet1_1",
+    pytest.param("efficientnet_b0", marks=pytest.mark.slow), pytest.param("inception_v3", marks=pytest.mark.slow),
+    "mnasnet0_5",
 ]
 
 
@@ -37,7 +38,7 @@ def test_single_pass_equals_naive_per_layer_loop(arch):
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("arch", ["resnet18", "vgg11"])
+@pytest.mark.parametrize("arch", ["resnet18", pytest.param("vgg11", marks=pytest.mark.slow)])
 def test_every_method_equals_naive(arch, method):
     model, x = build(arch), images_for(arch, batch=2)
     targets = torch.tensor([3, 7])

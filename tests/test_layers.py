@@ -10,9 +10,10 @@ import fastinterp
 from conftest import assert_same_state, build, images_for, model_state
 
 ARCHITECTURES = [
-    "resnet18", "resnet50", "vgg11", "vgg16", "vgg11_bn", "vgg16_bn", "inception_v3", "densenet121",
-    "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "regnet_y_400mf",
-    "squeezenet1_1",
+    "resnet18", "resnet50", *(pytest.param(name, marks=pytest.mark.slow) for name in ("vgg11", "vgg16", "vgg11_bn",
+                                                                                      "vgg16_bn")),
+    "inception_v3", "densenet121", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
+    "regnet_y_400mf", "squeezenet1_1",
 ]
 
 

@@ -90,6 +90,7 @@ def test_fast_generator_flop_budget_and_size_rule():
     assert build_generator("fast", size=66, channels=[8, 16]).config["size"] == 66  # 2 scales: even S
 
 
+@pytest.mark.slow
 def test_fast_generator_exports_with_a_dynamic_batch():
     """No data-dependent control flow: torch.export (the ONNX exporter's front end) traces it once
     for any batch size, into standard aten ops only."""
@@ -188,6 +189,7 @@ def test_discriminator_shapes_and_conditioning_on_cgms():
     assert build_discriminator(**dk.config).config == dk.config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", GENERATOR_KINDS)
 def test_each_generator_overfits_a_learnable_target(kind):
     """Target = mean of the CGMs: reachable from the inputs; the untrained net is far from it.

@@ -38,6 +38,8 @@ from fastinterp.export import UnsupportedOpError, export_generator
 from fastinterp.generator.networks import build_generator
 from conftest import assert_same_state, model_state
 
+pytestmark = pytest.mark.slow  # every test exports
+
 MAPS_ATOL = 1e-4
 LOGITS_RTOL = 1e-4
 

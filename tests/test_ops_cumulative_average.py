@@ -96,12 +96,14 @@ def test_cpu_backends_match_reference(backend, problem):
 @settings(max_examples=20 if TRITON_DEVICE == "cpu" else 200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(problem=problems(max_layers=60, max_side=40, max_out=37, max_batch=5))
+@pytest.mark.slow
 def test_triton_matches_reference(problem):
     maps, size, positions = problem
     ref = cumulative_average_reference(maps, size, positions)
     assert max_err(run("triton", maps, size, positions, TRITON_DEVICE), ref) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,device", FAST)
 @pytest.mark.parametrize("size", [(45, 71), (7, 9), (40, 40)], ids=["upsample", "downsample", "identity"])
 def test_resnet_like_shapes_multi_tile(backend, device, size):
@@ -115,6 +117,7 @@ def test_resnet_like_shapes_multi_tile(backend, device, size):
     assert max_err(run(backend, maps, size, positions, device), ref) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,device", FAST)
 @pytest.mark.parametrize("size", [(224, 224), (33, 17)])
 def test_resnet50_layer_structure_with_paper_positions(backend, device, size):
@@ -384,6 +387,7 @@ def test_compiled_module_refuses_a_read_only_out():
         _C.cumulative_average(**_c_args(out=out))
 
 
+@pytest.mark.slow
 def test_editable_install_of_a_clean_copy_imports_the_compiled_module(tmp_path):
     """What a clean clone gets: the tracked + non-ignored files, ``pip install -e`` (no build
     isolation: scikit-build-core and pybind11 come from this environment), then import _C."""

@@ -21,6 +21,7 @@ def python(code: str, cwd: Path, safe_path: bool = True) -> subprocess.Completed
     return subprocess.run([sys.executable, *flags, "-c", code], cwd=cwd, capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_only_fastinterp_is_importable_from_an_install(tmp_path):
     done = python("import importlib.util as u, fastinterp.kernels.cumulative_average as k; "
                   "print(u.find_spec('kernels'), u.find_spec('tests'), u.find_spec('benchmarks'), k.__name__)", tmp_path)
@@ -30,6 +31,7 @@ def test_only_fastinterp_is_importable_from_an_install(tmp_path):
         "scikit-build-core's editable install adds")
 
 
+@pytest.mark.slow
 def test_the_kernels_folder_refuses_to_be_a_top_level_package():
     """Python started in the checkout root has it on sys.path; ``import kernels`` must not give
     this folder (it would stand in for a real package of that name)."""

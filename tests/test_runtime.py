@@ -195,6 +195,7 @@ def test_threads_get_the_sequential_results(kind):
     assert_same_state(before, model_state(cnn))
 
 
+@pytest.mark.slow
 def test_models_untouched_before_during_and_after():
     cnn, gen = build("vgg13"), generator()
     cnn.train()
@@ -213,6 +214,7 @@ def test_models_untouched_before_during_and_after():
     assert cnn.training and all(m.training for m in cnn.modules())
 
 
+@pytest.mark.slow
 def test_a_thousand_calls_grow_nothing(small_cnn):
     small_cnn.eval()
     hooks = model_state(small_cnn)["hooks"]
@@ -277,6 +279,7 @@ def test_profile_names_every_stage(explainer):
     assert stages["total"] >= sum(v for k, v in stages.items() if k != "total") - 1e-6
 
 
+@pytest.mark.slow
 def test_bench_quick_report_is_complete(tmp_path, capsys):
     from fastinterp.cli.bench import main
 

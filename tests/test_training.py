@@ -101,6 +101,7 @@ def test_unknown_augmentations_are_refused(augment):
         TrainConfig(augment=augment)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", [(), ("flip", "cgm-gain")])
 def test_resume_equals_uninterrupted(tmp_path, augment):
     config = TrainConfig(steps=6, batch_size=8, checkpoint_every=100, val_every=100, augment=augment)
@@ -123,6 +124,7 @@ def test_resume_equals_uninterrupted(tmp_path, augment):
                             tmp_path / "split", resume=True, **quiet())
 
 
+@pytest.mark.slow
 def test_a_state_saved_before_augmentation_existed_resumes(tmp_path):
     config = TrainConfig(steps=4, batch_size=8)
     g, d = nets()
@@ -136,6 +138,7 @@ def test_a_state_saved_before_augmentation_existed_resumes(tmp_path):
     assert load_generator(tmp_path / "generator.safetensors")[1]["steps_done"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,updates", [("joint", 7), ("seed", 3), ("l1-warmup", 3)])
 def test_strategies_update_the_discriminator_as_documented(tmp_path, strategy, updates):
     config = TrainConfig(steps=7, batch_size=4, strategy=strategy, d_every=3, warmup_steps=4)
@@ -148,6 +151,7 @@ def test_strategies_update_the_discriminator_as_documented(tmp_path, strategy, u
     assert any(not torch.equal(d_before[k], v) for k, v in d.state_dict().items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fast", "gsft", "lsft"])
 def test_training_reduces_l1_and_checkpoint_round_trip(tmp_path, kind):
     data = ToyExplanations(n=16)
@@ -249,6 +253,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_agree_with_one(tmp_path):
     init_file = tempfile.mktemp(dir=tmp_path)
     mp.spawn(_ddp_worker, args=(2, init_file, str(tmp_path / "ddp")), nprocs=2, join=True)

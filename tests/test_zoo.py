@@ -22,6 +22,7 @@ from fastinterp.datasets.zoo import (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_build_runs_and_explains_at_64(arch):
     torch.manual_seed(0)
@@ -39,6 +40,7 @@ def test_build_runs_and_explains_at_64(arch):
         assert rep.cgm.min() >= 0 and rep.cgm.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["shufflenet_v2_x0_5", "regnet_x_400mf", "mnasnet0_5"])
 def test_new_families_train_a_step_and_match_the_naive_layer_loop(arch):
     """The families added for leave-one-family-out: channel shuffle + concatenation, grouped
@@ -88,6 +90,7 @@ def _tiny(out):
                      test_size=8, seed=1, out=out, progress=False)
 
 
+@pytest.mark.slow
 def test_tiny_training_is_deterministic_and_round_trips(tmp_path):
     model, meta = _tiny(tmp_path)
     again, _ = _tiny(tmp_path / "again")
