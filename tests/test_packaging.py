@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastinterp
 
 ROOT = Path(__file__).resolve().parents[1]
