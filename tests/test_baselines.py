@@ -18,7 +18,6 @@ from fastinterp.maps.representation import gradcam
 from conftest import assert_same_state, build, model_state, naive_rise
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch,layer", [("resnet18", "layer4.1.conv2"), ("resnet18", "layer3.1.conv2"),
                                         ("mobilenet_v3_small", None)])
 def test_score_cam_equals_pytorch_grad_cam(arch, layer):

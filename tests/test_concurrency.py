@@ -55,7 +55,6 @@ def inplace_relu_cnn() -> nn.Module:
 MODELS = {"resnet18": lambda: build("resnet18"), "vgg11": lambda: build("vgg11"), "inplace_relu": inplace_relu_cnn}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_threads_get_the_sequential_maps_and_leave_the_model_untouched(name, mode):

@@ -189,3 +189,36 @@ def test_memory_and_hooks_do_not_grow_over_repeated_calls(small_cnn):
     for _ in range(50):
         fastinterp.layer_maps(small_cnn, x)
     assert_same_state(before, model_state(small_cnn))
+
+
+@pytest.mark.parametrize("where", ["some", "global"])
+def test_a_users_forward_hooks_run_and_the_map_is_of_what_they_return(small_cnn, where):
+    """A conv whose output the user's forward hook changes is explained on the changed output, as
+    a hook registered after the user's would see it (the naive loop registers one), whether the
+    view wraps a conv's forward (no hook of its own) or adds to its hooks; the user's hook runs once
+    per forward and stays on the model."""
+    model = small_cnn.eval()
+    calls = []
+
+    def double(module, inputs, output):
+        calls.append(module)
+        return output * 2 + 0.1
+
+    conv = model[2]  # the stride-2 Conv2d(8, 8)
+
+    def is_that_conv(module):  # the view's copy or the model's module: same class and settings
+        return isinstance(module, nn.Conv2d) and module.stride == (2, 2) and module.out_channels == 8
+
+    handle = (conv.register_forward_hook(double) if where == "some"
+              else torch.nn.modules.module.register_module_forward_hook(
+                  lambda m, i, o: double(m, i, o) if is_that_conv(m) else None))
+    try:
+        images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+        ours = fastinterp.layer_maps(model, images)
+        assert len(calls) == 1 and calls[0] is not conv  # ran once, on the view's copy of the conv
+        reference = naive_layer_maps(model, images, ours.layer_names, ours.targets)
+        for i, (a, b) in enumerate(zip(ours.maps, reference)):
+            assert max_rel_error(a, b) <= 1e-5, f"layer {i}"
+        assert len(conv._forward_hooks) == (1 if where == "some" else 0)  # the user's own, nothing of ours
+    finally:
+        handle.remove()

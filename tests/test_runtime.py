@@ -195,7 +195,6 @@ def test_threads_get_the_sequential_results(kind):
     assert_same_state(before, model_state(cnn))
 
 
-@pytest.mark.slow
 def test_models_untouched_before_during_and_after():
     cnn, gen = build("vgg13"), generator()
     cnn.train()

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 from torch.utils.hooks import RemovableHandle
 
 __all__ = ["add_forward_hook", "add_forward_pre_hook", "eval_view", "eval_view_with", "set_forward_hook"]
@@ -68,18 +69,36 @@ def eval_view_with(model: nn.Module, kinds: type | tuple[type, ...]) -> tuple[nn
     return copy(model, ""), found
 
 
-# the key of our hook in a view module's own hook dictionary (torch's handles count up from 0)
+# the key of our hook in a view module's own hook dictionary (torch's handles count up from 0), and
+# where a view module keeps the forward its wrapper calls (so that setting a hook again replaces it)
 _VIEW_HOOK_KEY = -1
+_VIEW_FORWARD = "_fastinterp_view_forward"
 
 
 def set_forward_hook(module: nn.Module, hook: Callable) -> None:
-    """Give a module of an eval view its own forward-hook dictionary: the model's hooks, then
-    ``hook`` (replacing the one set before, if any). Cheaper than :func:`add_forward_hook` on the
-    per-call path (no handle to make or remove: the view is dropped after the call, and the
-    model's module never sees the hook)."""
-    hooks = OrderedDict(module.__dict__["_forward_hooks"])
+    """Run ``hook(module, args, output)`` after a view module's forward, as a forward hook would
+    (a non-None return replaces the output), replacing the one set before, if any. The model's
+    module never sees it, and nothing needs removing: the view is dropped after the call.
+
+    When nothing else runs after the module's forward (no forward hook of its own, none global),
+    the view module's ``forward`` is wrapped, so that the call keeps torch's fast path (no hook
+    machinery per call); otherwise the view module gets its own hook dictionary: the model's
+    hooks, then this one. Either way the hook sees what a forward hook registered last would."""
+    state = module.__dict__
+    if not state["_forward_hooks"] and not _global_forward_hooks:
+        forward = state.get(_VIEW_FORWARD) or module.forward  # the class's (or the model's own) forward
+
+        def watched(*args, **kwargs):
+            output = forward(*args, **kwargs)
+            replaced = hook(module, args, output)
+            return output if replaced is None else replaced
+
+        state[_VIEW_FORWARD] = forward
+        state["forward"] = watched
+        return
+    hooks = OrderedDict(state["_forward_hooks"])
     hooks[_VIEW_HOOK_KEY] = hook
-    module.__dict__["_forward_hooks"] = hooks
+    state["_forward_hooks"] = hooks
 
 
 def add_forward_hook(module: nn.Module, hook: Callable) -> RemovableHandle:
