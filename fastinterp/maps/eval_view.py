@@ -21,6 +21,7 @@ with ``object.__setattr__``) still calls the originals, in their own mode.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -47,26 +48,28 @@ def eval_view_with(model: nn.Module, kinds: type | tuple[type, ...]) -> tuple[nn
     module that is an instance of ``kinds``, in ``named_modules()`` order and naming (a module used
     in several places once, at its first name): what a caller would otherwise find by walking the
     view a second time."""
-    copies: dict[int, nn.Module] = {}
     found: list[tuple[str, nn.Module]] = []
+    return _copy(model, "", {}, found, kinds), found
 
-    def copy(module: nn.Module, name: str) -> nn.Module:
-        done = copies.get(id(module))
-        if done is not None:  # a module used in several places stays one module
-            return done
-        clone = object.__new__(type(module))  # no __init__, no __getstate__ (parametrized modules refuse it)
-        copies[id(module)] = clone
-        if isinstance(module, kinds):
-            found.append((name, clone))
-        state = module.__dict__.copy()
-        state["training"] = False
-        prefix = name + "." if name else ""
-        state["_modules"] = {child_name: None if child is None else copy(child, prefix + child_name)
-                             for child_name, child in module._modules.items()}
-        object.__setattr__(clone, "__dict__", state)  # not Module.__setattr__'s checks: 2x faster views
-        return clone
 
-    return copy(model, ""), found
+def _copy(module: nn.Module, name: str, copies: dict[int, nn.Module], found: list, kinds) -> nn.Module:
+    """The view's copy of ``module`` and, recursively, of its children. A plain function, not a
+    closure over itself: a view holds no reference cycle, so a dropped view (with what its hooks
+    hold) is freed at once, not at the garbage collector's next pass."""
+    done = copies.get(id(module))
+    if done is not None:  # a module used in several places stays one module
+        return done
+    clone = object.__new__(type(module))  # no __init__, no __getstate__ (parametrized modules refuse it)
+    copies[id(module)] = clone
+    if isinstance(module, kinds):
+        found.append((name, clone))
+    state = module.__dict__.copy()
+    state["training"] = False
+    prefix = name + "." if name else ""
+    state["_modules"] = {child_name: None if child is None else _copy(child, prefix + child_name, copies, found, kinds)
+                         for child_name, child in module._modules.items()}
+    object.__setattr__(clone, "__dict__", state)  # not Module.__setattr__'s checks: 2x faster views
+    return clone
 
 
 # the key of our hook in a view module's own hook dictionary (torch's handles count up from 0), and
@@ -86,14 +89,19 @@ def set_forward_hook(module: nn.Module, hook: Callable) -> None:
     hooks, then this one. Either way the hook sees what a forward hook registered last would."""
     state = module.__dict__
     if not state["_forward_hooks"] and not _global_forward_hooks:
-        forward = state.get(_VIEW_FORWARD) or module.forward  # the class's (or the model's own) forward
+        # no strong reference back to the module: a view that is dropped is freed at once, with
+        # the outputs its hooks hold, not at the garbage collector's next cycle
+        module_ref = weakref.ref(module)
+        own = state.get(_VIEW_FORWARD, state.get("forward"))  # a forward set on the model's module itself
+        class_forward = type(module).forward
 
         def watched(*args, **kwargs):
-            output = forward(*args, **kwargs)
-            replaced = hook(module, args, output)
+            view_module = module_ref()
+            output = own(*args, **kwargs) if own is not None else class_forward(view_module, *args, **kwargs)
+            replaced = hook(view_module, args, output)
             return output if replaced is None else replaced
 
-        state[_VIEW_FORWARD] = forward
+        state[_VIEW_FORWARD] = own
         state["forward"] = watched
         return
     hooks = OrderedDict(state["_forward_hooks"])
