@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "check_call",
     "check_images",
     "check_model",
     "check_positions",
@@ -88,6 +89,15 @@ def check_images(images: object, model: nn.Module, name: str = "images") -> torc
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return images
+
+
+def check_call(model: object, images: object, targets: object) -> torch.Tensor | None:
+    """The arguments of one explaining call: ``model`` (:func:`check_model`), its ``images``
+    (:func:`check_images`) and ``targets`` (:func:`check_targets`); returns the targets as a (B,)
+    int64 tensor on the images' device, or None."""
+    check_model(model)
+    check_images(images, model)
+    return check_targets(targets, images.shape[0], images.device)
 
 
 def check_targets(targets: object, batch: int, device: torch.device) -> torch.Tensor | None:

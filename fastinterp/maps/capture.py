@@ -29,13 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastinterp._core.validation import check_call, check_logits_and_targets
 from fastinterp.maps.eval_view import eval_view, eval_view_with, set_forward_hook
-from fastinterp._core.validation import (
-    check_images,
-    check_logits_and_targets,
-    check_model,
-    check_targets,
-)
 
 __all__ = ["Capture", "capture"]
 
@@ -130,9 +125,7 @@ def capture(
             then None or a (B,) int64 tensor on the images' device).
     """
     if validate:
-        check_model(model)
-        check_images(images, model)
-        targets = check_targets(targets, images.shape[0], images.device)
+        targets = check_call(model, images, targets)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("layer maps need autograd: call fastinterp outside torch.inference_mode()")
     if layers is None and not also:  # every conv, found in the walk that makes the view

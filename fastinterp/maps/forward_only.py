@@ -38,14 +38,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from fastinterp.maps.formulas import gradcam_formula, weighted_sum
+from fastinterp._core.validation import check_call, check_logits_and_targets
 from fastinterp.maps.eval_view import add_forward_pre_hook, eval_view, eval_view_with, set_forward_hook
-from fastinterp._core.validation import (
-    check_images,
-    check_logits_and_targets,
-    check_model,
-    check_targets,
-)
+from fastinterp.maps.formulas import gradcam_formula, weighted_sum
 
 __all__ = ["HEAD_MAP", "HeadPlan", "activation_layer_maps", "head_plan"]
 
@@ -322,9 +317,7 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
             then None or a (B,) int64 tensor on the images' device).
     """
     if validate:
-        check_model(model)
-        check_images(images, model)
-        targets = check_targets(targets, images.shape[0], images.device)
+        targets = check_call(model, images, targets)
     target_tensor = targets
     plan = head_plan(model, images)
     view, convs = eval_view_with(model, nn.Conv2d)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastinterp._core.validation import check_images, check_model, check_size, check_targets
+from fastinterp._core.validation import check_call, check_size
 from fastinterp.maps.capture import Capture, capture
 from fastinterp.maps.forward_only import activation_layer_maps
 from fastinterp.maps.formulas import METHODS
@@ -275,9 +275,7 @@ def cnn_representation(
         options = check_representation({"kind": kind, "k": k, "size": size, "method": method, "order": order,
                                         "teacher": teacher, "skip_1x1": skip_1x1}, teacher_optional=True)
         order = options["order"]
-        check_model(model)
-        check_images(images, model)
-        targets = check_targets(targets, images.shape[0], images.device)
+        targets = check_call(model, images, targets)
     size = check_size(size)
     teacher_map = None
     if kind == "gradient":
