@@ -4,4 +4,5 @@
     hashing     the one weight digest (weights_sha256) and file digests
     io          safetensors files of tensors + JSON metadata, with a format tag
     extras      optional dependencies, each behind the extra that installs it
+    lazy        names of a package imported on first use (runtime and export: no torch until used)
 """

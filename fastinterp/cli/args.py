@@ -51,7 +51,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def named_paths(items: list[str] | None, default: dict[str, Path], flag: str) -> dict[str, Path]:
+def named_paths(items: list[str] | None, default: dict[str, Path] | None, flag: str) -> dict[str, Path] | None:
     """``[NAME=]PATH`` items -> {name: path} (the name defaults to the file's stem); ``default``
     when none are given."""
     if not items:

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import torch
 
-from fastinterp import pretrained
 from fastinterp.baselines import BASELINES
 from fastinterp.cli.args import command_parser, named_paths
-from fastinterp.evaluation.report import (DEFAULT_CNNS, DEFAULT_GENERATORS, quick_config, render_report,
-                                          run_evaluation)
+from fastinterp.evaluation.report import quick_config, render_report, run_evaluation
 from fastinterp.evaluation.run import EvaluationConfig
 
 __all__ = ["main"]
@@ -28,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", nargs="*", metavar="[NAME=]CHECKPOINT",
                         help="generator checkpoints (default: the shipped fast, forward-only fast and gsft generators); "
                              "--generator with no value: baselines only")
-    parser.add_argument("--baselines", nargs="*", default=None, help="baselines (default: all)")
+    parser.add_argument("--baselines", nargs="*", default=None, choices=BASELINES, metavar="BASELINE",
+                        help=f"some of {', '.join(BASELINES)} (default: all)")
     parser.add_argument("--n", type=int, default=None, help="images per CNN (default 128; --quick 8)")
     parser.add_argument("--ablation-n", type=int, default=None,
                         help="images of the CGM ablation, run on the first CNN only (default 48; 0: skip)")
@@ -62,13 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(config, n=args.n or config.n, steps=args.steps or config.steps,
                      rise_masks=args.rise_masks or config.rise_masks)
     baselines = tuple(args.baselines) if args.baselines is not None else BASELINES
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        parser.error(f"--baselines: unknown {unknown}; expected some of {BASELINES}")
-    cnns = named_paths(args.cnn, {name: pretrained.path(name) for name in DEFAULT_CNNS}, "--cnn")
-    generators = named_paths(args.generator, {name: pretrained.path(name) for name in DEFAULT_GENERATORS},
-                             "--generator") if args.generator is None or args.generator else {}
-    clash = sorted(set(generators) & set(BASELINES))
+    # None: run_evaluation's defaults (the shipped CNNs and generators); --generator with no value: none
+    cnns = named_paths(args.cnn, None, "--cnn")
+    generators = None if args.generator is None else named_paths(args.generator, {}, "--generator")
+    clash = sorted(set(generators or ()) & set(BASELINES))
     if clash:
         parser.error(f"--generator: the names {clash} are baselines' names; name the generators otherwise (NAME=PATH)")
     run_evaluation(args.out, config, cnns=cnns, generators=generators, baselines=baselines,

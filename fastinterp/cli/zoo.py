@@ -6,17 +6,11 @@ from pathlib import Path
 
 import torch
 
-from fastinterp.cli.args import command_parser
+from fastinterp.cli.args import command_parser, positive_int
 from fastinterp.datasets.images import DATASETS
 from fastinterp.datasets.zoo import ARCHS, DEFAULT_ZOO, STORED_DTYPES, train_cnn
 
 __all__ = ["main"]
-
-
-def positive(flag: str, value: int) -> int:
-    if value < 1:
-        raise ValueError(f"{flag}: expected an int >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float16", choices=sorted(STORED_DTYPES),
                         help="stored weight dtype (accuracy is measured on the stored weights)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("checkpoints/zoo"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.threads is not None:
-        torch.set_num_threads(positive("--threads", args.threads))
+        torch.set_num_threads(args.threads)
     for arch in args.archs:
         _, meta = train_cnn(arch, args.dataset, input_size=args.input_size, epochs=args.epochs,
                             train_size=args.train_size, batch_size=args.batch_size, lr=args.lr,

@@ -10,7 +10,7 @@ The ONNX Runtime backend that runs them is ``fastinterp.runtime.onnx_backend`` (
 Names are imported on first use: ``export.format`` is read by the torch-free ONNX Runtime backend.
 """
 
-import importlib
+from fastinterp._core.lazy import lazy_names
 
 _NAMES = {"DECOMPOSITIONS": "fastinterp.export.decompositions", "UnsupportedOpError": "fastinterp.export.decompositions",
           "export_explainer": "fastinterp.export.onnx", "export_generator": "fastinterp.export.onnx",
@@ -19,11 +19,4 @@ _NAMES = {"DECOMPOSITIONS": "fastinterp.export.decompositions", "UnsupportedOpEr
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module 'fastinterp.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)

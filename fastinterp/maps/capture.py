@@ -133,7 +133,6 @@ def capture(
     else:
         view = eval_view(model)
         watched = _resolve_layers(view, layers, also)
-    target_tensor = targets
 
     for attempt in range(2):
         known = _knowledge(model)
@@ -157,14 +156,14 @@ def capture(
     if not ran:
         raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
 
-    target_tensor = check_logits_and_targets(logits, images.shape[0], target_tensor)
+    targets = check_logits_and_targets(logits, images.shape[0], targets)
 
     if on_stage is not None:
         on_stage("forward")
     chosen = ran if select is None else select(ran)
     originals = [outputs[n][0] for n in chosen]
     with torch.enable_grad():  # the caller may be inside torch.no_grad()
-        score = logits.gather(1, target_tensor[:, None]).sum()
+        score = logits.gather(1, targets[:, None]).sum()
         if score.requires_grad:
             grads = torch.autograd.grad(score, originals, allow_unused=True)
         else:  # no watched layer influences the output
@@ -177,7 +176,7 @@ def capture(
         activations=[a.detach() for a in originals],
         gradients=gradients,
         logits=logits.detach(),
-        targets=target_tensor,
+        targets=targets,
     )
 
 

@@ -4,9 +4,9 @@
 parameters, buffers and hooks (the same dictionaries: nothing is copied but each module's attribute
 table) but have their own ``training`` flags, all False (eval semantics: BatchNorm reads and never
 updates its running statistics, dropout is off, a parametrization such as spectral_norm runs no
-power iteration). :func:`add_forward_hook` registers a hook on a module of the view: that module
-first gets its own copies of the forward-hook dictionaries, so the model's module never sees it
-(the user's own hooks still run in the view).
+power iteration). :func:`set_forward_hook` (per call) and :func:`add_forward_hook` put a hook on a
+module of the view only: that module gets its own forward or its own hook dictionaries, so the
+model's module never sees it (the user's own hooks still run in the view).
 
 Why a view and not ``model.eval()`` + restore: flipping the user's flags and adding hooks to the
 user's modules is visible to everyone using the model at the same time. Two threads explaining
@@ -104,6 +104,12 @@ def set_forward_hook(module: nn.Module, hook: Callable) -> None:
         state[_VIEW_FORWARD] = own
         state["forward"] = watched
         return
+    if _VIEW_FORWARD in state:  # wrapped by an earlier call (before a hook appeared): unwrap, run once
+        own = state.pop(_VIEW_FORWARD)
+        if own is None:
+            del state["forward"]
+        else:
+            state["forward"] = own
     hooks = OrderedDict(state["_forward_hooks"])
     hooks[_VIEW_HOOK_KEY] = hook
     state["_forward_hooks"] = hooks

@@ -318,7 +318,6 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
     """
     if validate:
         targets = check_call(model, images, targets)
-    target_tensor = targets
     plan = head_plan(model, images)
     view, convs = eval_view_with(model, nn.Conv2d)
     dtype = torch.promote_types(images.dtype, torch.float32)
@@ -341,11 +340,11 @@ def activation_layer_maps(model: nn.Module, images: torch.Tensor, targets: objec
     if changed or tap.features is None or (plan.linear and tap.weight is None):
         raise RuntimeError(f"model: {type(model).__name__}'s head ran differently than when it was probed (its "
                            "forward depends on the data?); the forward-only representation needs a fixed head")
-    target_tensor = check_logits_and_targets(logits, images.shape[0], target_tensor)
+    targets = check_logits_and_targets(logits, images.shape[0], targets)
     with torch.autocast(images.device.type, enabled=False):
-        cam = head_cam(plan, tap, logits, target_tensor, dtype)
+        cam = head_cam(plan, tap, logits, targets, dtype)
     if not stats:
         raise ValueError(f"model: none of the nn.Conv2d layers of {type(model).__name__} ran in its forward pass")
     names = list(stats)
     return ActivationMaps(maps=[stats[n] for n in names] + [cam], layer_names=names + [HEAD_MAP],
-                          logits=logits.detach(), targets=target_tensor)
+                          logits=logits.detach(), targets=targets)

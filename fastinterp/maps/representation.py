@@ -10,6 +10,7 @@ validator are in ``maps.options``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -78,7 +79,7 @@ def cam_maps(cap: Capture, method: str) -> list[torch.Tensor]:
         return []
     device = cap.activations[0].device.type
     autocast = torch.is_autocast_enabled(device)
-    with torch.autocast(device, enabled=False) if autocast else _NO_CONTEXT:  # entered once, not per layer
+    with torch.autocast(device, enabled=False) if autocast else nullcontext():  # entered once, not per layer
         maps = []
         for a, g in zip(cap.activations, cap.gradients):
             if a.dtype not in _CAM_DTYPES:  # float16 / bfloat16 under autocast: the formula in float32
@@ -89,15 +90,6 @@ def cam_maps(cap: Capture, method: str) -> list[torch.Tensor]:
     return maps
 
 
-class _NoContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_CONTEXT = _NoContext()
 _CAM_DTYPES = (torch.float32, torch.float64)
 
 

@@ -12,7 +12,7 @@ API on ONNX Runtime (``onnx_backend``: needs onnxruntime and numpy, not torch).
 Names are imported on first use, so that the ONNX Runtime backend imports without torch.
 """
 
-import importlib
+from fastinterp._core.lazy import lazy_names
 
 _NAMES = {"Explainer": "fastinterp.runtime.explainer", "compile": "fastinterp.runtime.compiler",
           "Explanation": "fastinterp.runtime.explanation", "OnnxExplainer": "fastinterp.runtime.onnx_backend",
@@ -21,11 +21,4 @@ _NAMES = {"Explainer": "fastinterp.runtime.explainer", "compile": "fastinterp.ru
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module 'fastinterp.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
