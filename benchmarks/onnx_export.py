@@ -52,7 +52,7 @@ def measure(name: str, size: int, folder: Path) -> dict:
     torch.manual_seed(1)
     k = 4 if name.startswith("vgg11") else 8
     generator = build_generator("fast", k=k, size=64)
-    explainer = fastinterp.compile(cnn, generator, input_size=size)
+    explainer = fastinterp.compile(cnn, generator, input_size=size, representation="gradient")
     start = time.perf_counter()
     path = explainer.export_onnx(folder / f"{name}.onnx")
     export_s = time.perf_counter() - start

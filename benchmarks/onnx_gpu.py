@@ -47,7 +47,7 @@ def main() -> int:
         return 0
     torch.manual_seed(0)
     cnn = torchvision.models.resnet50(num_classes=1000).eval()
-    explainer = fastinterp.compile(cnn, build_generator("fast", k=8, size=64).eval(), input_size=224, device="cuda")
+    explainer = fastinterp.compile(cnn, build_generator("fast", k=8, size=64).eval(), input_size=224, device="cuda", representation="gradient")
     args.out.mkdir(parents=True, exist_ok=True)
     files = {"fp32": explainer.export_onnx(args.out / "resnet50.onnx"),
              "fp16": explainer.export_onnx(args.out / "resnet50-fp16.onnx", fp16=True)}

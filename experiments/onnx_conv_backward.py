@@ -79,7 +79,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     cnn = getattr(torchvision.models, args.model)().eval()
-    explainer = fastinterp.compile(cnn, build_generator("fast", k=8, size=64), input_size=args.size)
+    explainer = fastinterp.compile(cnn, build_generator("fast", k=8, size=64), input_size=args.size, representation="gradient")
     folder = Path(tempfile.mkdtemp(prefix="fastinterp-conv-backward-"))
     files = {}
     key = aten.convolution_backward.default

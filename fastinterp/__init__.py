@@ -22,11 +22,15 @@ import warnings
 
 from fastinterp._version import __version__
 
-_PACKAGES = ("baselines", "datasets", "evaluation", "export", "generator", "maps", "metrics", "ops", "pretrained",
-             "runtime")
+_PACKAGES = ("baselines", "datasets", "evaluation", "export", "fitting", "generator", "maps", "metrics", "ops",
+             "pretrained", "runtime")
 _NAMES = {
     **dict.fromkeys(_PACKAGES),
     "load_generator": "fastinterp.generator.checkpoint",
+    "fit": "fastinterp.fitting.pipeline",
+    "load_cnn": "fastinterp.fitting.cnn",
+    "build_dataset": "fastinterp.datasets.build",
+    "train_generator": "fastinterp.generator.training",
     "conv_layers": "fastinterp.maps.layers",
     **dict.fromkeys(["ACTIVATION_REPRESENTATION", "DEFAULT_REPRESENTATION", "PAPER_PRESET", "representation_options"],
                     "fastinterp.maps.options"),

@@ -10,6 +10,7 @@ The two checkpoints were made with the project's own commands: see
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from fastinterp.datasets.zoo import load_cnn
 from fastinterp.generator.checkpoint import load_generator
 from fastinterp.maps.representation import cnn_representation
 from fastinterp.metrics import fidelity
+from fastinterp.runtime.compiler import DomainWarning, domain_warning
 from fastinterp.runtime.compiler import compile as compile_explainer
 
 __all__ = ["DEMO_FILES", "demo_checkpoints", "render_explanations", "run_demo"]
@@ -89,7 +91,12 @@ def run_demo(out: Path = Path("out/demo_explanations.png"), num_images: int = 6,
     with demo_checkpoints(checkpoints) as (cnn_path, generator_path):
         cnn, cnn_meta = load_cnn(cnn_path)
         generator, gen_meta = load_generator(generator_path)
-    explainer = compile_explainer(cnn, generator, batch_sizes=[num_images])
+    with warnings.catch_warnings():  # the demo generator was trained on other zoo CNNs, by design: say so once
+        warnings.simplefilter("ignore", DomainWarning)
+        explainer = compile_explainer(cnn, generator, batch_sizes=[num_images])
+    if domain_warning(cnn, gen_meta) is not None:
+        print(f"note: the demo generator never saw this CNN: it was trained on {len(gen_meta.get('cnns', []))} other "
+              "zoo CNNs (it explains this one as a held-out CNN); `fastinterp fit` makes one for your own CNN")
     options = explainer.representation
     images, labels, masks = cluttered_digits(num_images, size=cnn_meta["input_size"], seed=10_000 + seed,
                                              split="test")

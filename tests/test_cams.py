@@ -14,6 +14,7 @@ from torch import nn
 
 import fastinterp
 from fastinterp.maps import formulas
+import fastinterp.maps.forward_only  # noqa: F401
 from conftest import build, images_for
 
 THEIRS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM}
@@ -22,7 +23,8 @@ THEIRS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM
 def louder(model: nn.Module) -> nn.Module:
     """Scale the classifier by 1e6: pytorch-grad-cam adds 1e-7 to the span it normalises by and
     1e-6 to Grad-CAM++'s denominator, both comparable to a random-init network's raw maps."""
-    head = model.fc if hasattr(model, "fc") else model.classifier[-1]
+    head = model.fc if hasattr(model, "fc") else model.classifier
+    head = head[-1] if isinstance(head, nn.Sequential) else head
     with torch.no_grad():
         head.weight.mul_(1e6)
     return model
@@ -97,3 +99,48 @@ def test_raw_maps_equal_a_hand_computation():
     for method, expected in by_hand.items():
         (got,) = fastinterp.layer_maps(model, x, targets=t, method=method).maps
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch,block", [("inception_v3", "Mixed_7c"), ("resnet18", "layer4"),
+                                        ("mobilenet_v2", "features"), ("densenet121", "features")])
+def test_the_default_teacher_is_grad_cam_of_the_pooled_feature_map_as_pytorch_grad_cam(arch, block):
+    """The default teacher ("pooled") is the map of the block whose output the head pools: on
+    inception_v3 the final block Mixed_7c (pytorch-grad-cam's target), not one branch's last conv."""
+    model, x = louder(build(arch)), images_for(arch, batch=2)
+    if arch == "inception_v3":  # a 3x3 final map (at 96 px it is 1x1: every map normalises to zeros)
+        x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+    targets = [1, 4]
+    rep = fastinterp.cnn_representation(model, x, targets=torch.tensor(targets), size=tuple(x.shape[-2:]))
+    assert rep.teacher_layer == block
+    module = dict(model.named_modules())[block]
+    with GradCAM(model=model, target_layers=[module]) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets]))
+    if arch == "densenet121":  # densenet pools relu(features): the ReLU is the only difference
+        assert fastinterp.maps.forward_only.pooled_layer(model, x) == "features"
+        return
+    assert (renormalised(rep.teacher) - theirs).abs().max().item() < 1e-4
+    assert (theirs.amax(dim=(1, 2)) > 0.99).any()  # maps, not zeros
+    last = fastinterp.cnn_representation(model, x, targets=torch.tensor(targets), size=tuple(x.shape[-2:]),
+                                         teacher="last")
+    assert last.teacher_layer != block  # "last" is still read as recorded: the last conv to run
+    if arch == "inception_v3":
+        assert (renormalised(last.teacher) - theirs).abs().max().item() > 0.1
+
+
+def test_pooled_falls_back_to_the_last_conv_without_a_pooling_head():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.Flatten(), nn.LazyLinear(3)).eval()
+    x = torch.rand(2, 3, 12, 12)
+    model(x)
+    pooled = fastinterp.cnn_representation(model, x, teacher="pooled", size=12, k=2)
+    last = fastinterp.cnn_representation(model, x, teacher="last", size=12, k=2)
+    assert pooled.teacher_layer == last.teacher_layer == "2"
+    assert torch.equal(pooled.teacher, last.teacher)
+
+
+def test_grad_cam_at_the_pooled_map_is_cgm0_of_the_activation_representation():
+    """Why ``fastinterp fit`` refuses a Grad-CAM teacher with the forward-only representation: the
+    head's CAM (CGM 0, order last_to_first) already is Grad-CAM of the pooled feature map."""
+    model, x = build("resnet18"), images_for("resnet18", batch=3)
+    rep = fastinterp.cnn_representation(model, x, kind="activation", order="last_to_first", teacher="pooled")
+    torch.testing.assert_close(rep.cgm[:, 0], rep.teacher, atol=1e-5, rtol=0)

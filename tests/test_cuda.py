@@ -102,7 +102,7 @@ def test_onnx_runtime_on_the_gpu_matches_the_torch_cuda_backend(tmp_path):
     if "CUDAExecutionProvider" not in available:
         pytest.skip(f"onnxruntime has no CUDAExecutionProvider (has {available}): pip install 'fastinterp[gpu]'")
     cnn, generator = build("resnet18"), build_generator("fast", k=8, size=64).eval()
-    explainer = fastinterp.compile(cnn, generator, input_size=96, device="cuda")
+    explainer = fastinterp.compile(cnn, generator, input_size=96, device="cuda", representation="gradient")
     files = {"fp32": explainer.export_onnx(tmp_path / "fp32.onnx"),
              "fp16": explainer.export_onnx(tmp_path / "fp16.onnx", fp16=True)}
     configs = [("cuda-fp32", files["fp32"], ["CUDAExecutionProvider"], PIPELINE_ATOL),

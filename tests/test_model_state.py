@@ -127,9 +127,11 @@ def test_train_generator_restores_flags_modes_and_the_global_rng(tmp_path, fail)
     config = TrainConfig(steps=2, batch_size=2, strategy="joint", checkpoint_every=10, val_every=10)
     if fail:
         with pytest.raises(RuntimeError, match="boom"):
-            train_generator(generator, discriminator, Explanations(), config, tmp_path, progress=False)
+            train_generator(generator, discriminator, Explanations(), config, tmp_path, progress=False,
+                            metadata={"representation": {"kind": "gradient"}})
     else:
-        train_generator(generator, discriminator, Explanations(), config, tmp_path, progress=False)
+        train_generator(generator, discriminator, Explanations(), config, tmp_path, progress=False,
+                            metadata={"representation": {"kind": "gradient"}})
     assert [p.requires_grad for p in discriminator.parameters()] == flags
     assert torch.equal(torch.get_rng_state(), rng)
     assert not generator.training and discriminator.training  # as they were passed

@@ -254,7 +254,7 @@ def test_export_leaves_the_models_untouched(tmp_path, small_cnn):
     torch.manual_seed(0)
     generator = build_generator("fast", k=2, size=16).train()
     before, before_generator = model_state(cnn), model_state(generator)
-    explainer = fastinterp.compile(cnn, generator, input_size=32)
+    explainer = fastinterp.compile(cnn, generator, input_size=32, representation="gradient")
     explainer.export_onnx(tmp_path / "state.onnx")
     fastinterp.export_generator(generator, tmp_path / "generator.onnx")
     assert_same_state(before, model_state(cnn))
@@ -422,7 +422,7 @@ class _DataDependent(_Upsampling):
 
 def test_an_op_without_a_decomposition_is_named_with_its_layer(tmp_path):
     torch.manual_seed(0)
-    explainer = fastinterp.compile(_Upsampling().eval(), build_generator("fast", k=8, size=32), input_size=64)
+    explainer = fastinterp.compile(_Upsampling().eval(), build_generator("fast", k=8, size=32), input_size=64, representation="gradient")
     with pytest.raises(UnsupportedOpError, match=r"upsample_nearest2d.*'up' \(Upsample\)"):
         explainer.export_onnx(tmp_path / "up.onnx")
     assert not (tmp_path / "up.onnx").exists()
@@ -434,7 +434,7 @@ def test_an_op_without_a_decomposition_is_named_with_its_layer(tmp_path):
 
 def test_data_dependent_control_flow_is_refused_clearly(tmp_path):
     torch.manual_seed(0)
-    explainer = fastinterp.compile(_DataDependent().eval(), build_generator("fast", k=8, size=32), input_size=64)
+    explainer = fastinterp.compile(_DataDependent().eval(), build_generator("fast", k=8, size=32), input_size=64, representation="gradient")
     with pytest.raises(RuntimeError, match="data-dependent control flow.*eager torch backend"):
         explainer.export_onnx(tmp_path / "dd.onnx")
     explainer.explain(torch.randn(1, 3, 64, 64))  # the eager backend still works
@@ -458,7 +458,7 @@ def test_dynamic_size_export(tmp_path):
     cnn = random_cnn("resnet18")
     torch.manual_seed(0)
     generator = build_generator("fast", k=8, size=32)
-    explainer = fastinterp.compile(cnn, generator, input_size=64)
+    explainer = fastinterp.compile(cnn, generator, input_size=64, representation="gradient")
     path = explainer.export_onnx(tmp_path / "dynamic.onnx", dynamic_size=True)
     loaded = fastinterp.load_onnx(path)
     assert loaded.input_size is None
@@ -472,18 +472,18 @@ def test_compile_with_the_onnxruntime_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     torch.manual_seed(0)
     cnn, generator = random_cnn("resnet18"), build_generator("fast", k=8, size=32)
-    eager = fastinterp.compile(cnn, generator, input_size=64)
-    served = fastinterp.compile(cnn, generator, input_size=64, backend="onnxruntime", batch_sizes=[1, 3])
+    eager = fastinterp.compile(cnn, generator, input_size=64, representation="gradient")
+    served = fastinterp.compile(cnn, generator, input_size=64, backend="onnxruntime", batch_sizes=[1, 3], representation="gradient")
     assert isinstance(served, fastinterp.OnnxExplainer)
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     assert_same(served.explain(images), eager.explain(images))
     cached = list((tmp_path / "fastinterp" / "onnx").glob("*.onnx"))
     assert len(cached) == 1
     mtime = cached[0].stat().st_mtime_ns
-    fastinterp.compile(cnn, generator, input_size=64, backend="onnxruntime")  # served from the cache
+    fastinterp.compile(cnn, generator, input_size=64, backend="onnxruntime", representation="gradient")  # served from the cache
     assert cached[0].stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="backend"):
-        fastinterp.compile(cnn, generator, backend="tensorrt")
+        fastinterp.compile(cnn, generator, backend="tensorrt", representation="gradient")
 
 
 def test_cli_export(tmp_path, capsys):
@@ -559,7 +559,7 @@ def test_dilated_grouped_and_padded_pooling_layers(tmp_path):
             if isinstance(m, nn.BatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0)
     generator = build_generator("fast", k=8, size=16)
-    explainer = fastinterp.compile(cnn, generator, input_size=35)  # odd: 35 -> 18 -> 9 -> 3
+    explainer = fastinterp.compile(cnn, generator, input_size=35, representation="gradient")  # odd: 35 -> 18 -> 9 -> 3
     loaded = fastinterp.load_onnx(explainer.export_onnx(tmp_path / "unusual.onnx"))
     e = types.SimpleNamespace(cnn=cnn, generator=generator, explainer=explainer)
     for batch in (1, 4):
@@ -584,6 +584,6 @@ class _ChannelAttention1d(_Upsampling):
 
 def test_a_1d_convolution_is_refused_clearly(tmp_path):
     torch.manual_seed(0)
-    explainer = fastinterp.compile(_ChannelAttention1d().eval(), build_generator("fast", k=8, size=32), input_size=64)
+    explainer = fastinterp.compile(_ChannelAttention1d().eval(), build_generator("fast", k=8, size=32), input_size=64, representation="gradient")
     with pytest.raises(UnsupportedOpError, match="2-D convolutions"):
         explainer.export_onnx(tmp_path / "eca.onnx")

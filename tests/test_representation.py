@@ -114,12 +114,15 @@ def test_gradcam_backward_stops_at_the_last_conv():
 
 def test_defaults_keep_the_teacher_out_of_the_inputs():
     """With the paper's order and teacher="last", CGM 0 *is* the teacher (a generator learns to
-    copy it). The default accumulates from the first conv, so the teacher is no input."""
+    copy it). The default accumulates from the first conv, and its teacher is the pooled block
+    output (no conv's own map), so the teacher is no input."""
     import inspect
 
     model, x = build("resnet18"), images_for("resnet18", batch=2)
     rep = fastinterp.cnn_representation(model, x)
-    assert rep.teacher_cgm is None and rep.layer_names[0] == "conv1" and rep.teacher_layer == "layer4.1.conv2"
+    assert rep.teacher_cgm is None and rep.layer_names[0] == "conv1" and rep.teacher_layer == "layer4"
+    last = fastinterp.cnn_representation(model, x, teacher="last")
+    assert last.teacher_cgm is None and last.teacher_layer == "layer4.1.conv2"
     assert (rep.cgm[:, 0] - rep.teacher).abs().max() > 0.1
     old = fastinterp.cnn_representation(model, x, order="last_to_first", teacher="last")
     assert old.teacher_cgm == 0 and torch.equal(old.cgm[:, 0], old.teacher)
@@ -150,7 +153,7 @@ def test_last_teacher_of_a_multi_branch_head_is_its_last_conv_and_a_block_can_be
     """teacher="last" means the last conv to run: for inception_v3 one of Mixed_7c's four branches.
     Naming the block gives Grad-CAM of the concatenated block output, in the same pass."""
     model, x = build("inception_v3"), images_for("inception_v3", batch=1)  # 96 px: Mixed_7* maps are 1x1
-    rep = fastinterp.cnn_representation(model, x, size=16, skip_1x1=False)
+    rep = fastinterp.cnn_representation(model, x, size=16, skip_1x1=False, teacher="last")
     assert rep.teacher_layer == "Mixed_7c.branch_pool.conv"
     block = fastinterp.cnn_representation(model, x, size=16, teacher="Mixed_7c", skip_1x1=False)
     assert block.teacher_layer == "Mixed_7c" and block.layer_names == rep.layer_names

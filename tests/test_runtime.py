@@ -46,7 +46,7 @@ def by_hand(cnn, gen, images, options, targets=None):
                                         ("mobilenet_v3_small", 64), ("squeezenet1_1", 64)])
 def test_explain_equals_the_hand_written_pipeline(arch, side):
     cnn, gen, x = build(arch), generator(), pictures(3, side)
-    with fastinterp.compile(cnn, gen, input_size=side) as explainer:
+    with fastinterp.compile(cnn, gen, input_size=side, representation="gradient") as explainer:
         out = explainer.explain(x, return_cgm=True)
     rep, expected = by_hand(cnn, gen, x, fastinterp.DEFAULT_REPRESENTATION)
     assert out.maps.shape == (3, side, side) and out.maps.dtype == torch.float32
@@ -83,8 +83,10 @@ def test_generator_from_a_checkpoint_uses_its_representation(tmp_path):
     assert fastinterp.compile(cnn, loaded, input_size=64).representation == explainer.representation
     with pytest.warns(UserWarning, match="trained on kind='activation'"):
         fastinterp.compile(cnn, path, representation="gradient", input_size=64)
-    # a bare module: the demo's default representation at its own k and size
-    bare = fastinterp.compile(cnn, generator(k=6, size=32), input_size=64)
+    # a bare module: no guess; representation= names the kind, at the module's own k and size
+    with pytest.raises(ValueError, match="representation: the generator module carries no metadata"):
+        fastinterp.compile(cnn, generator(k=6, size=32), input_size=64)
+    bare = fastinterp.compile(cnn, generator(k=6, size=32), input_size=64, representation="gradient")
     assert bare.representation == {**fastinterp.DEFAULT_REPRESENTATION, "k": 6, "size": 32}
 
 
@@ -97,14 +99,14 @@ def test_mismatches_raise_at_compile_naming_both_sides():
     tiny = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, 3)).eval()
     with pytest.raises(ValueError, match="takes k=8 cumulative maps, but Sequential gives 2 layer maps"):
-        fastinterp.compile(tiny, gen, input_size=32)
+        fastinterp.compile(tiny, gen, input_size=32, representation="gradient")
     no_pool = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 3)).eval()
     with pytest.raises(ValueError, match="runs no average pooling"):
         fastinterp.compile(no_pool, generator(k=2), representation="activation", input_size=32)
     gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, 3)).eval()
     with pytest.raises(ValueError, match="takes 1-channel images, but the generator takes 3-channel"):
-        fastinterp.compile(gray, generator(k=2), input_size=32)
+        fastinterp.compile(gray, generator(k=2), input_size=32, representation="gradient")
     with pytest.raises(TypeError, match="generator: expected a generator"):
         fastinterp.compile(cnn, nn.Conv2d(3, 3, 1))
     with pytest.raises(FileNotFoundError, match="generator: no checkpoint file"):
@@ -112,15 +114,15 @@ def test_mismatches_raise_at_compile_naming_both_sides():
     with pytest.raises(ValueError, match="representation: expected one of"):
         fastinterp.compile(cnn, gen, representation="gradients")
     with pytest.raises(ValueError, match="dtype: expected None"):
-        fastinterp.compile(cnn, gen, dtype=torch.int8)
+        fastinterp.compile(cnn, gen, dtype=torch.int8, representation="gradient")
     with pytest.raises(ValueError, match="batch_sizes"):
-        fastinterp.compile(cnn, gen, batch_sizes=[0], input_size=64)
+        fastinterp.compile(cnn, gen, batch_sizes=[0], input_size=64, representation="gradient")
 
 
 @pytest.fixture(scope="module")
 def explainer():
     cnn, gen = build("resnet18"), generator()
-    with fastinterp.compile(cnn, gen, input_size=64) as ex:
+    with fastinterp.compile(cnn, gen, input_size=64, representation="gradient") as ex:
         yield ex
 
 
@@ -156,7 +158,7 @@ def test_bad_inputs_raise_clear_errors(explainer, images, targets, error, match)
 
 
 def test_closed_explainer_raises():
-    explainer = fastinterp.compile(build("resnet18"), generator(), input_size=64)
+    explainer = fastinterp.compile(build("resnet18"), generator(), input_size=64, representation="gradient")
     explainer.close()
     with pytest.raises(RuntimeError, match="explainer: it was closed"):
         explainer.explain(pictures(1, 64))
@@ -202,7 +204,7 @@ def test_models_untouched_before_during_and_after():
     torch.manual_seed(5)
     own_before = cnn(x)  # train mode: BatchNorm-free vgg13, dropout draws from the seeded RNG
     states = model_state(cnn), model_state(gen)
-    explainer = fastinterp.compile(cnn, gen, input_size=64)
+    explainer = fastinterp.compile(cnn, gen, input_size=64, representation="gradient")
     explainer.explain(x)
     assert_same_state(states[0], model_state(cnn))
     assert_same_state(states[1], model_state(gen))
@@ -237,7 +239,7 @@ def test_a_call_leaves_nothing_for_the_garbage_collector(kind):
 def test_a_thousand_calls_grow_nothing(small_cnn):
     small_cnn.eval()
     hooks = model_state(small_cnn)["hooks"]
-    explainer = fastinterp.compile(small_cnn, generator(k=2, size=16), input_size=32)
+    explainer = fastinterp.compile(small_cnn, generator(k=2, size=16), input_size=32, representation="gradient")
     x = pictures(2, 32)
 
     def rss_mb() -> float:
@@ -261,10 +263,10 @@ def test_a_thousand_calls_grow_nothing(small_cnn):
 
 def test_autocast_dtype_returns_float32():
     cnn, gen, x = build("resnet18"), generator(), pictures(2, 64)
-    explainer = fastinterp.compile(cnn, gen, dtype=torch.bfloat16, input_size=64)
+    explainer = fastinterp.compile(cnn, gen, dtype=torch.bfloat16, input_size=64, representation="gradient")
     out = explainer.explain(x, return_cgm=True)
     assert out.maps.dtype == out.logits.dtype == out.cgm.dtype == torch.float32
-    full = fastinterp.compile(cnn, gen, input_size=64).explain(x)
+    full = fastinterp.compile(cnn, gen, input_size=64, representation="gradient").explain(x)
     assert float((out.maps - full.maps).abs().mean()) < 0.05  # bfloat16 CNN: close, not equal
 
 
@@ -364,7 +366,7 @@ def test_bad_targets_and_representation_fields(explainer):
     cnn, gen = build("resnet18"), generator()
     with pytest.raises(TypeError, match="representation: skip_1x1: expected True or False"):
         fastinterp.compile(cnn, gen, representation={"skip_1x1": "no"})
-    with pytest.raises(TypeError, match="representation: teacher: expected .last., .first. or a module name"):
+    with pytest.raises(TypeError, match="representation: teacher: expected .pooled., .last., .first. or a module name"):
         fastinterp.compile(cnn, gen, representation={"teacher": 12345})
     switched = fastinterp.compile(cnn, gen, representation={"kind": "activation"}, input_size=64)
     assert switched.representation["order"] == "last_to_first"  # the new kind's default order
@@ -379,12 +381,12 @@ def test_compile_errors_name_the_generator_side_and_the_probe(tmp_path):
     with pytest.raises(ValueError, match="generator was trained on the activation representation.*runs no average"):
         fastinterp.compile(no_pool, path, input_size=32)
     with pytest.raises(RuntimeError, match=r"compile: the probe run of Sequential on a \(1, 3, 224, 224\) input failed"):
-        fastinterp.compile(no_pool, generator(k=2))  # made for 32 x 32 images: the default 224 fails
+        fastinterp.compile(no_pool, generator(k=2), representation="gradient")  # made for 32 x 32 images: the default 224 fails
 
 
 def test_a_bfloat16_cnn_on_the_cpu():
     cnn, gen = build("resnet18").to(torch.bfloat16), generator()
-    explainer = fastinterp.compile(cnn, gen, input_size=64)
+    explainer = fastinterp.compile(cnn, gen, input_size=64, representation="gradient")
     out = explainer.explain(pictures(2, 64).to(torch.bfloat16))
     assert out.maps.dtype == out.logits.dtype == torch.float32 and out.maps.shape == (2, 64, 64)
     with pytest.raises(TypeError, match="numpy has no torch.bfloat16"):

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import fastinterp
+
 from fastinterp._core.io import load_tensors, save_tensors
 from fastinterp.generator.checkpoint import TRAIN_STATE_FORMAT, load_generator, save_generator
 from fastinterp.generator.networks import build_discriminator, build_generator
@@ -43,8 +45,13 @@ def nets(seed=0, kind="fast"):
 SMALL = {"fast": {}, "gsft": {"blocks": 2}, "lsft": {"blocks": 3}}
 
 
+# what a checkpoint of in-memory toy data records (train_generator refuses to write a checkpoint
+# that does not say which representation its CGMs came from)
+TOY_METADATA = {"representation": {**fastinterp.DEFAULT_REPRESENTATION, "k": K, "size": S}}
+
+
 def quiet(**kw):
-    return dict(progress=False, **kw)
+    return {"progress": False, "metadata": TOY_METADATA, **kw}
 
 
 def test_batch_indices_cover_each_epoch_once_and_are_pure():
@@ -159,7 +166,7 @@ def test_training_reduces_l1_and_checkpoint_round_trip(tmp_path, kind):
     before = dataset_fidelity(g, data)
     history = train_generator(g, d, data, TrainConfig(steps=60, batch_size=16, strategy="l1-warmup",
                                                       warmup_steps=60, lr=2e-3, val_every=60),
-                              tmp_path, val_data=data, metadata={"dataset": "toy"}, **quiet())
+                              tmp_path, val_data=data, **quiet(metadata={**TOY_METADATA, "dataset": "toy"}))
     after = dataset_fidelity(g, data)
     assert after["mae"] < 0.5 * before["mae"], (before, after)
     assert history[-1]["val_mae"] == pytest.approx(after["mae"])

@@ -8,6 +8,8 @@ COMMANDS = {
              "explain freshly generated digits with the shipped CNN and generator; write a PNG grid"),
     "zoo": ("fastinterp.cli.zoo",
             "train CNN classifiers of several architectures on a synthetic dataset"),
+    "fit": ("fastinterp.cli.fit",
+            "make a generator for your own CNN from a folder of your images (dataset, training, held-out report)"),
     "build-dataset": ("fastinterp.cli.build_dataset",
                       "explain a dataset with CNNs into sharded (image, CGMs, teacher map) training examples"),
     "train-generator": ("fastinterp.cli.train_generator",

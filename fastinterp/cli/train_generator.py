@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-teacher-input", action="store_true",
                         help="train even if a CGM equals the teacher map (refused by default)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar; one line when training ends")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
                          augment=tuple(args.augment))
     history = train_generator(generator, discriminator, train, config, args.out, val_data=val, resume=args.resume,
-                              allow_teacher_input=args.allow_teacher_input, metadata=provenance)
+                              allow_teacher_input=args.allow_teacher_input, metadata=provenance,
+                              progress=not args.no_progress)
     if history:
         print(json.dumps(history[-1]))
     print(f"wrote {args.out / 'generator.safetensors'}")

@@ -37,15 +37,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from fastinterp._core.hashing import file_sha256, weights_sha256
 from fastinterp._core.io import save_tensors
 from fastinterp._core.validation import stem_weight
 from fastinterp._version import __version__
 from fastinterp.baselines import BASELINES, baseline_map, check_options
-from fastinterp.datasets.images import DATASETS, ImageFolderImages, SyntheticImages, num_classes
+from fastinterp.datasets.images import DATASETS, DatasetImages, SyntheticImages
 from fastinterp.datasets.reader import DATASET_FORMAT, FLOAT_KEYS, MANIFEST, read_manifest
 from fastinterp.maps.options import DEFAULT_REPRESENTATION, check_representation
+from fastinterp.maps.preprocess import check_preprocess, with_preprocess
 from fastinterp.maps.representation import cnn_representation
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE, resize_images
 
@@ -86,13 +88,34 @@ def _resolve_dataset(dataset: object, length: int, input_size: int | None, seed:
                                  f"({sorted(map(str, sizes))}); pass input_size")
             input_size = sizes.pop()
         return SyntheticImages(dataset, length, size=input_size, seed=seed, split=split)
-    if not isinstance(dataset, (SyntheticImages, ImageFolderImages)):
-        raise TypeError("dataset: expected a name in "
-                        f"{sorted(DATASETS)}, a fastinterp.datasets.images.SyntheticImages or an ImageFolderImages, "
-                        f"got {type(dataset).__name__}")
+    if not all(hasattr(dataset, attr) for attr in ("batch", "classes", "config")):
+        if not isinstance(dataset, (Dataset, DataLoader)):
+            raise TypeError("dataset: expected a name in "
+                            f"{sorted(DATASETS)}, a fastinterp.datasets.images dataset (SyntheticImages, ImageFiles, "
+                            f"...), a torch Dataset or a DataLoader, got {type(dataset).__name__}")
+        if input_size is None:
+            sizes = {getattr(m, "input_size", None) for _, m in cnns}
+            input_size = sizes.pop() if len(sizes) == 1 and None not in sizes else 224
+        dataset = DatasetImages(dataset, input_size, classes=_output_classes(cnns, dataset), argument="dataset")
     if len(dataset) < length:
         raise ValueError(f"n: needs {length} dataset items but the dataset holds {len(dataset)}")
     return dataset
+
+
+def _output_classes(cnns: list[tuple[str, nn.Module]], dataset: object) -> list[str]:
+    """The dataset's class names, else one per output of the (first) CNN."""
+    classes = getattr(dataset, "classes", None)
+    if classes:
+        return list(classes)
+    model = cnns[0][1]
+    outputs = getattr(model, "num_classes", None)
+    if outputs is None:
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        outputs = last[-1].out_features if last else None
+    if outputs is None:
+        raise ValueError("dataset: has no .classes and the CNN's number of outputs is unknown; wrap it in "
+                         "fastinterp.datasets.images.DatasetImages(data, size, classes=[...])")
+    return [str(i) for i in range(outputs)]
 
 
 def _shard_name(index: int) -> str:
@@ -234,6 +257,7 @@ def build_dataset(
     progress: bool = True,
     max_shards: int | None = None,
     part: tuple[int, int] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> Path:
     """Explain ``n`` examples with ``cnns`` and write them as shards to ``out_dir``; returns the
     manifest path. Re-running with the same arguments skips every shard whose sha256 matches the
@@ -257,6 +281,10 @@ def build_dataset(
         target: "predicted" (explain the CNN's argmax, the paper's setting) or "label".
         assign: "round_robin" (item j -> CNN j % C) or "all" (every CNN explains every item).
         dtype: storage of image, cgm, teacher: "float16" (half the disk) or "float32".
+        preprocess: what the CNNs expect of their input beyond [0, 1] images
+            (``fastinterp.maps.preprocess``: ``{"normalize": {"mean": [...], "std": [...]}}``); the CNNs
+            explain the preprocessed images, the stored images stay in [0, 1]. Recorded in the config
+            (and from there in a generator's metadata).
         max_shards: stop after computing this many new shards (time-limited jobs; per process when
             several share the build); rerun to go on.
 
@@ -308,19 +336,25 @@ def build_dataset(
             check_options(teacher_method, teacher_options)
         except ValueError as error:  # before any manifest is written: a typo must not block the out_dir
             raise ValueError(f"teacher_options: {error}") from None
+    preprocess = check_preprocess(preprocess)
     count = len(cnns)
     length = n if assign == "round_robin" else math.ceil(n / count)
     data = _resolve_dataset(dataset, length, input_size, seed, split, cnns)
     item_of = (lambda j: j) if assign == "round_robin" else (lambda j: j // count)
-    classes = num_classes(data)
+    class_names = list(data.classes) or _output_classes(cnns, data)  # a flat folder: one per CNN output
+    classes = len(class_names)
 
     options = {"kind": kind, "k": k, "size": size, "method": method, "order": order, "teacher": teacher, "skip_1x1": skip_1x1,
                "allow_teacher_input": allow_teacher_input, "image_resize": DEFAULT_IMAGE_RESIZE,
                "target": target, "backend": backend, "dtype": dtype}
     if teacher_method is not None:  # recorded only when set: datasets built before stay resumable
         options.update(teacher_method=teacher_method, teacher_options=dict(teacher_options or {}))
+    if preprocess is not None:  # likewise
+        options.update(preprocess=preprocess)
+    if target == "label" and getattr(data, "labelled", True) is False:
+        raise ValueError("target: 'label' needs labelled images (a <class>/<image> folder); these have no labels")
     config = {**options, "n": n, "assign": assign, "batch_size": batch_size, "shard_size": shard_size,
-              "dataset": data.config, "classes": list(data.classes), "torch": torch.__version__,
+              "dataset": data.config, "classes": class_names, "torch": torch.__version__,
               "cnns": [{"id": cid, "class": type(m).__name__, "arch": getattr(m, "arch", None),
                         "weights_sha256": weights_sha256(m)} for cid, m in cnns]}
     out_dir = Path(out_dir)
@@ -350,6 +384,7 @@ def build_dataset(
                 "num_shards": num_shards, "complete": complete,
                 "shards": [entries[i] for i in sorted(entries)]}
 
+    explaining = [(cid, with_preprocess(model, preprocess)) for cid, model in cnns]  # what the maps are made of
     mine = [s for s in range(num_shards) if s % world == rank]
     done = sum(entries[s]["count"] for s in mine if s in entries)
     total = sum(min((s + 1) * shard_size, n) - s * shard_size for s in mine)
@@ -363,7 +398,7 @@ def build_dataset(
             if max_shards is not None and computed >= max_shards:
                 break
             examples = range(s * shard_size, min((s + 1) * shard_size, n))
-            tensors = _explain_shard(cnns, data, examples, item_of, lambda j: j % count, options,
+            tensors = _explain_shard(explaining, data, examples, item_of, lambda j: j % count, options,
                                      batch_size, classes, bar.update)
             path = out_dir / _shard_name(s)
             save_tensors(path, tensors, {"format": SHARD_FORMAT, "index": s, "start": examples.start,

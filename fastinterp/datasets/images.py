@@ -31,13 +31,19 @@ __all__ = [
     "DIGIT_CLASSES",
     "SHAPE_CLASSES",
     "SPLITS",
+    "DatasetImages",
+    "IMAGE_SUFFIXES",
+    "ImageFiles",
     "ImageFolderImages",
+    "Subset",
+    "UNLABELLED",
     "SyntheticImages",
     "Task",
     "cluttered_digits",
     "collate",
     "digit_split_indices",
     "image_folder",
+    "read_image",
     "num_classes",
     "synthetic_dataset",
     "textured_shapes",
@@ -346,6 +352,194 @@ class ImageFolderImages(Dataset):
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, None]:
         return collate([self[i] for i in indices])  # type: ignore[return-value]
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+UNLABELLED = -1  # the label of an image from a flat folder or an unlabelled dataset
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """One image file as (3, H, W) float32 in [0, 1]: anything Pillow reads, EXIF orientation
+    applied, grayscale / RGBA / palette made RGB (alpha dropped); resized to ``size`` with
+    ``fastinterp.maps.resize.resize_images`` (the resize of explain time) when given."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from fastinterp.maps.resize import resize_images
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"images: cannot read {path} as an image ({error})") from None
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+    return tensor if size is None else resize_images(tensor[None], size)[0]
+
+
+class ImageFiles(Dataset):
+    """The user's image files as a dataset: ``root/<class>/<image>`` (an ImageFolder layout: labels
+    are the sorted class folders' indices) or ``root/<image>`` (a flat folder: labels unknown,
+    ``UNLABELLED``), read by :func:`read_image` and resized to ``size`` (int or (H, W)).
+    item -> (image (3, H, W) in [0, 1], label, None).
+
+    ``files``: [(path, label)] to use instead of scanning ``root`` (a split of it); ``classes``:
+    the class names of a flat folder (default: none known)."""
+
+    def __init__(self, root: str | Path, size: int | tuple[int, int], *, files: Sequence[tuple[Path, int]] | None = None,
+                 classes: Sequence[str] | None = None, argument: str = "images"):
+        from fastinterp._core.validation import check_size
+
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"{argument}: expected a folder of images (flat, or <class>/<image>), {root} is not a folder")
+        self.root, self.size = root, check_size(size, "input_size")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        direct = _image_files(root)
+        labelled = [f for f in folders if _image_files(f)]
+        if labelled and direct:
+            raise ValueError(f"{argument}: {root} holds both images and class folders with images; use one layout: "
+                             "<class>/<image> (labels known) or a flat folder of images")
+        self.layout = "classes" if labelled else "flat"
+        if self.layout == "classes":
+            self.classes = tuple(f.name for f in labelled)
+            scanned = [(p, label) for label, f in enumerate(labelled) for p in _image_files(f)]
+        else:
+            self.classes = tuple(classes) if classes is not None else ()
+            scanned = [(p, UNLABELLED) for p in direct]
+        self.files = list(scanned if files is None else files)
+        if not self.files:
+            raise ValueError(f"{argument}: {root} holds no image files ({', '.join(IMAGE_SUFFIXES)}), neither directly "
+                             "nor in class folders")
+
+    @property
+    def labelled(self) -> bool:
+        return self.layout == "classes"
+
+    @property
+    def config(self) -> dict:
+        """What identifies these images for a resumed build: the folder, layout, size, and the
+        relative name and byte size of every file."""
+        import hashlib
+
+        listing = "\n".join(f"{p.relative_to(self.root).as_posix()}\t{p.stat().st_size}\t{label}"
+                             for p, label in self.files)
+        return {"kind": "image_files", "root": str(self.root.resolve()), "layout": self.layout,
+                "size": list(self.size), "classes": list(self.classes), "count": len(self.files),
+                "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+    def split(self, fraction: float, seed: int) -> tuple[ImageFiles, ImageFiles]:
+        """(kept, held out): a seeded ``fraction`` of the files (at least one) held out."""
+        n = len(self.files)
+        held = max(1, round(n * fraction))
+        if held >= n:
+            raise ValueError(f"images: {n} image(s) are too few to hold out {fraction:.0%} for the report; add "
+                             "images or pass --val-images")
+        order = np.random.default_rng([seed, 11]).permutation(n)
+        pick = lambda rows: [self.files[i] for i in sorted(rows)]  # noqa: E731
+        return (ImageFiles(self.root, self.size, files=pick(order[held:]), classes=self.classes),
+                ImageFiles(self.root, self.size, files=pick(order[:held]), classes=self.classes))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, None]:
+        path, label = self.files[i]
+        return read_image(path, self.size), label, None
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, None]:
+        return collate([self[i] for i in indices])  # type: ignore[return-value]
+
+
+class DatasetImages(Dataset):
+    """Any map-style ``torch.utils.data.Dataset`` whose items are an image tensor (3, H, W) float
+    in [0, 1] or a tuple ``(image, label, ...)``, or a ``DataLoader`` (read once, into memory), as
+    the dataset a training set is built from; images resized to ``size`` with ``resize_images``.
+    Labels outside ``[0, len(classes))`` count as unknown."""
+
+    def __init__(self, data: object, size: int | tuple[int, int], classes: Sequence[str] | None = None,
+                 argument: str = "images"):
+        from torch.utils.data import DataLoader
+
+        from fastinterp._core.validation import check_size
+
+        self.size, self.argument = check_size(size, "input_size"), argument
+        if isinstance(data, DataLoader):
+            images, labels = [], []
+            for item in data:
+                image, label = self._split(item, batched=True)
+                images.append(image)
+                labels.append(label)
+            if not images:
+                raise ValueError(f"{argument}: the DataLoader yields no batches")
+            self.items = (torch.cat(images), torch.cat(labels))
+            self.data = None
+        elif isinstance(data, Dataset) and hasattr(data, "__len__"):
+            self.items, self.data = None, data
+        else:
+            raise TypeError(f"{argument}: expected a folder, a map-style torch Dataset or a DataLoader, got "
+                            f"{type(data).__name__}")
+        if len(self) == 0:
+            raise ValueError(f"{argument}: the dataset is empty")
+        self.classes = tuple(classes if classes is not None else getattr(data, "classes", None) or ())
+        self.labelled = bool(self.classes) and bool((self.batch(range(min(len(self), 8)))[1] >= 0).all())
+
+    def _split(self, item: object, batched: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, UNLABELLED)
+        dims = 4 if batched else 3
+        if not isinstance(image, torch.Tensor) or image.dim() != dims or not image.is_floating_point() \
+                or image.shape[-3] != 3:
+            got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"{self.argument}: expected items that are a float image tensor (3, H, W) in [0, 1] or "
+                             f"(image, label) (batches of them from a DataLoader), got {got}; add "
+                             "transforms.ToTensor() to the dataset's transform")
+        label = torch.as_tensor(label, dtype=torch.int64).reshape(-1 if batched else ())
+        return resize_images_of(image if batched else image[None], self.size), label
+
+    @property
+    def config(self) -> dict:
+        return {"kind": "dataset", "type": type(self.data).__name__ if self.data is not None else "DataLoader",
+                "size": list(self.size), "classes": list(self.classes), "count": len(self)}
+
+    def __len__(self) -> int:
+        return len(self.items[0]) if self.items is not None else len(self.data)
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, None]:
+        if self.items is not None:
+            rows = torch.as_tensor(list(indices), dtype=torch.int64)
+            return self.items[0][rows], self.items[1][rows], None
+        parts = [self._split(self.data[int(i)], batched=False) for i in indices]
+        return torch.cat([p[0] for p in parts]), torch.stack([p[1] for p in parts]), None
+
+
+def resize_images_of(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    from fastinterp.maps.resize import resize_images
+
+    return resize_images(images.float(), size)
+
+
+class Subset(Dataset):
+    """Rows ``indices`` of a dataset with ``.batch``/``.classes``/``.config`` (a held-out split)."""
+
+    def __init__(self, data: object, indices: Sequence[int], name: str):
+        self.data, self.indices, self.name = data, [int(i) for i in indices], name
+        self.classes = data.classes
+        self.labelled = getattr(data, "labelled", False)
+
+    @property
+    def config(self) -> dict:
+        import hashlib
+
+        digest = hashlib.sha256(",".join(map(str, self.indices)).encode()).hexdigest()
+        return {**self.data.config, "part": self.name, "part_count": len(self.indices), "part_sha256": digest}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, indices: Sequence[int]):
+        return self.data.batch([self.indices[i] for i in indices])
 
 
 def collate(items: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -140,10 +140,22 @@ def training_set(folders: Sequence[str | Path], argument: str = "folders") -> tu
             raise ValueError(f"{argument}: {folder} was built with another representation or teacher than "
                              f"{folders[0]} (differs in {differ})")
     data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    provenance = {"dataset": str(folders[0]) if len(parts) == 1 else [str(folder) for folder in folders],
-                  "dataset_config": first if len(parts) == 1 else [part.config for part in parts],
-                  "representation": {key: first[key] for key in REPRESENTATION_KEYS if key in first},
-                  "cnns": [cnn for part in parts for cnn in part.config.get("cnns", [])],
-                  "teacher_method": first.get("teacher_method") or first.get("method"),
-                  "teacher_options": first.get("teacher_options", {})}
-    return data, provenance
+    return data, provenance(data)
+
+
+def provenance(data: object) -> dict[str, Any] | None:
+    """What a generator trained on ``data`` records in its metadata (see :func:`training_set`), for
+    an ``ExplanationDataset`` or a ``ConcatDataset`` of them; None for any other dataset."""
+    parts = list(data.datasets) if isinstance(data, ConcatDataset) else [data]
+    if not parts or not all(isinstance(part, ExplanationDataset) for part in parts):
+        return None
+    first = parts[0].config
+    out = {"dataset": str(parts[0].out_dir) if len(parts) == 1 else [str(part.out_dir) for part in parts],
+           "dataset_config": first if len(parts) == 1 else [part.config for part in parts],
+           "representation": {key: first[key] for key in REPRESENTATION_KEYS if key in first},
+           "cnns": [cnn for part in parts for cnn in part.config.get("cnns", [])],
+           "teacher_method": first.get("teacher_method") or first.get("method"),
+           "teacher_options": first.get("teacher_options", {})}
+    if first.get("preprocess") is not None:
+        out["preprocess"] = first["preprocess"]
+    return out

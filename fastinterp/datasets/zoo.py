@@ -32,7 +32,6 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from torch import nn
 from fastinterp._version import __version__
 from fastinterp._core.hashing import weights_sha256
 from fastinterp._core.io import check_state_fits, load_tensors, save_tensors
+from fastinterp.maps.preprocess import Normalize
 from fastinterp.datasets.images import DATASETS, SyntheticImages, num_classes as dataset_classes
 
 __all__ = [
@@ -72,8 +72,6 @@ FAMILIES = {"resnet18": "resnet", "vgg13_bn": "vgg", "mobilenet_v3_small": "mobi
             "regnet_x_400mf": "regnet", "mnasnet0_5": "mnasnet"}
 SMALL_INPUT = 128  # below this many pixels the stems are adapted
 MIN_INPUT = 32  # total stride 16: a 2x2 last conv map
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Training defaults per architecture: fresh images (one epoch over many), sized so that each
 # trains in a few minutes on a 2-core CPU at 64 px; depthwise nets learn more slowly per image
 # but run faster.
@@ -88,18 +86,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mnasnet0_5": {"epochs": 1, "train_size": 61440, "batch_size": 32, "lr": 2e-3},
 }
 STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-class Normalize(nn.Module):
-    """(B, 3, H, W) images in [0, 1] -> (x - mean) / std per channel (ImageNet statistics)."""
-
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class ZooCNN(nn.Module):

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastinterp._core.io import load_tensors, save_tensors
+from fastinterp.datasets.reader import provenance
 from fastinterp.generator.checkpoint import TRAIN_STATE_FORMAT, flatten_optimizer, save_generator, unflatten_optimizer
 from fastinterp.metrics import fidelity, mae, pearson
 
@@ -305,8 +306,10 @@ def train_generator(
         out_dir: receives ``train_state.safetensors`` (resumable), ``generator.safetensors`` and
             ``history.json``; only rank 0 writes.
         resume: continue from ``out_dir/train_state.safetensors`` if it exists.
-        metadata: extra facts stored in the generator checkpoint (dataset, CNN ids,
-            representation config ...).
+        metadata: facts stored in the generator checkpoint, over what the training set records
+            itself (``datasets.reader.provenance``: dataset, CNNs, representation, teacher,
+            preprocess). A dataset that is not an ``ExplanationDataset`` needs at least
+            ``{"representation": {...}}``: no checkpoint is written that ``compile`` cannot read.
         stop_after: stop (with a saved state) after this many steps of this call: for tests.
         allow_teacher_input: train even if a CGM channel equals the teacher (checked on the
             first 64 examples; refused by default: the generator would learn to copy it).
@@ -316,6 +319,12 @@ def train_generator(
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if config.batch_size % world:
         raise ValueError(f"batch_size: {config.batch_size} does not split evenly over {world} processes")
+    recorded = {**(provenance(train_data) or {}), **(metadata or {})}
+    if "representation" not in recorded:
+        raise ValueError("metadata: train_data is not built by fastinterp.build_dataset (an ExplanationDataset), so "
+                         "the representation its CGMs were made with is unknown; pass metadata={'representation': "
+                         "{...}} (fields of fastinterp.maps.options.FIELDS), or compile could not use the generator")
+    metadata = recorded
     copies = teacher_inputs(train_data)
     if copies and not allow_teacher_input:
         raise ValueError(

@@ -39,10 +39,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from fastinterp._core.validation import check_call, check_logits_and_targets
-from fastinterp.maps.eval_view import add_forward_pre_hook, eval_view, eval_view_with, set_forward_hook
+from fastinterp.maps.eval_view import add_forward_hook, add_forward_pre_hook, eval_view, eval_view_with, set_forward_hook
 from fastinterp.maps.formulas import gradcam_formula, weighted_sum
 
-__all__ = ["HEAD_MAP", "HeadPlan", "activation_layer_maps", "head_plan"]
+__all__ = ["HEAD_MAP", "HeadPlan", "activation_layer_maps", "head_plan", "pooled_layer"]
 
 HEAD_MAP = "head-cam"  # the head's map in ``layer_names``
 
@@ -83,9 +83,13 @@ class _Probe(TorchFunctionMode):
     pooling is a module's (``module_inputs``: id of each pooling module's input -> (its name, the
     input), the input kept alive so that a freed tensor's id cannot match a later one)."""
 
-    def __init__(self, module_inputs: dict[int, tuple[str, torch.Tensor]], own: set[int]):
+    def __init__(self, module_inputs: dict[int, tuple[str, torch.Tensor]], own: set[int],
+                 module_outputs: list | None = None):
         super().__init__()
         self.module_inputs = module_inputs
+        self.module_outputs = module_outputs  # (name, output) of modules as they finish, if watched
+        self.pool_features: torch.Tensor | None = None  # the last pooling's input
+        self.outputs_before_pool = 0  # how many module outputs were recorded before it
         self.own = own  # ids of the model's parameters and buffers
         self.produced: dict[int, torch.Tensor] = {}  # tensors made after the last pooling (kept alive)
         self.foreign = False  # did an op after the last pooling read a tensor made before it?
@@ -105,6 +109,8 @@ class _Probe(TorchFunctionMode):
         features = _pool_input(func, args, kwargs)
         if features is not None:
             self.pools.append(self.convs)
+            self.pool_features = features
+            self.outputs_before_pool = len(self.module_outputs or ())
             entry = self.module_inputs.get(id(features))
             self.pool_module = entry[0] if entry is not None and entry[1] is features else None
             self.after, self.global_pool = [], _is_global(func, args, kwargs)
@@ -199,6 +205,45 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
         while len(plans) > _PLANS_PER_MODEL:  # input sizes served recently; the oldest is dropped
             plans.pop(next(iter(plans)))
     return plan
+
+
+_POOLED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+
+
+def pooled_layer(model: nn.Module, images: torch.Tensor) -> str | None:
+    """The module whose output the classifier head's global pooling reads: the feature map
+    pytorch-grad-cam users target (resnet's ``layer4``, inception_v3's ``Mixed_7c``, vgg's and
+    mobilenet's ``features``), found by a probe forward at ``images``' shape (cached per model,
+    module tree and shape). When a function runs between that module and the pooling (densenet's
+    ``F.relu(features)``), the module that finished last before the pooling. None when no average
+    pooling ends the trunk (a conv runs after it, or there is none): the caller falls back to the
+    last conv."""
+    key = _plan_key(model, images)
+    with _PLANS_LOCK:
+        cached = _POOLED.get(model, {})
+        if key in cached:
+            return cached[key]
+    view = eval_view(model)
+    outputs: list[tuple[str, torch.Tensor]] = []
+    for module_name, module in view.named_modules():
+        if module_name:
+            add_forward_hook(module, lambda mod, args, out, n=module_name: outputs.append((n, out))
+                             if isinstance(out, torch.Tensor) and out.dim() == 4 else None)
+    own = {id(t) for t in (*view.parameters(), *view.buffers())}
+    probe = _Probe({}, own, outputs)
+    with torch.no_grad(), probe:
+        view(images[:1])
+    name = None
+    if probe.pools and probe.pools[-1] == probe.convs and probe.pool_features is not None:
+        before = outputs[:probe.outputs_before_pool]
+        exact = [n for n, out in before if out is probe.pool_features]
+        name = exact[-1] if exact else (before[-1][0] if before else None)
+    with _PLANS_LOCK:
+        plans = _POOLED.setdefault(model, {})
+        plans[key] = name
+        while len(plans) > _PLANS_PER_MODEL:
+            plans.pop(next(iter(plans)))
+    return name
 
 
 class _HeadTap(TorchFunctionMode):

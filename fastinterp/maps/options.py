@@ -7,7 +7,8 @@ entry point uses (``cnn_representation``, ``build_dataset``, ``fastinterp.compil
     size      their resolution S (int), or (H, W)
     method    the per-layer CAM formula (``maps.formulas.METHODS``), also the teacher's
     order     "first_to_last" or "last_to_first" (the paper's) accumulation order; None: the kind's
-    teacher   "last", "first" or a module name: whose map a generator learns
+    teacher   "pooled" (the feature map the head's global pooling reads), "last", "first" or a
+              module name: whose map a generator learns
     skip_1x1  leave out layers whose output is 1x1
 """
 
@@ -31,14 +32,18 @@ FIELDS = ("kind", "k", "size", "method", "order", "teacher", "skip_1x1")
 # last CGM, never a CGM of its own. Every conv layer counts, the 1x1 squeeze-excitation ones too:
 # leaving them out made the fast generator less faithful on mobilenet_v3_small (MAE +0.005 and
 # +0.010 on two seeds, paired; experiments/skip_1x1.py, experiments/NOTES.md).
+# The teacher is the feature map the classifier head pools ("pooled"): on a single-path CNN the last
+# block's output, on a multi-branch one (inception_v3) the final block's, not one branch's last conv
+# ("last", what the shipped generators were trained on and still record).
 DEFAULT_REPRESENTATION = {"kind": "gradient", "k": 8, "size": 64, "method": "gradcam", "order": "first_to_last",
-                          "teacher": "last", "skip_1x1": False}
+                          "teacher": "pooled", "skip_1x1": False}
 # The released code of arXiv 2301.08067 (see the README's table): its "guided" weights, last to
 # first, teacher = Grad-CAM of the first conv, every conv layer.
 PAPER_PRESET = {"kind": "gradient", "k": 8, "size": 64, "method": "paper-gradcam", "order": "last_to_first",
                 "teacher": "first", "skip_1x1": False}
 # The forward-only representation (``fastinterp.maps.forward_only``): no backward at explain time.
-# The teacher a generator learns is still Grad-CAM of the last conv (computed at dataset build time).
+# Its teacher stays the last conv's Grad-CAM: Grad-CAM at the pooled feature map is this
+# representation's own CGM 0 (the head's CAM), an input a generator would only copy.
 ACTIVATION_REPRESENTATION = {"kind": "activation", "k": 8, "size": 64, "method": "gradcam", "order": "last_to_first",
                              "teacher": "last", "skip_1x1": False}
 PRESETS = {"default": DEFAULT_REPRESENTATION, "paper": PAPER_PRESET, "activation": ACTIVATION_REPRESENTATION}
@@ -81,7 +86,7 @@ def check_representation(options: Mapping[str, Any], *, argument: str | None = N
         raise ValueError(f"{where}order: expected one of {ORDERS}, got {order!r}")
     check_method(options["method"], where)
     if not (teacher is None and teacher_optional) and (not isinstance(teacher, str) or not teacher):
-        raise TypeError(f"{where}teacher: expected 'last', 'first' or a module name, got {teacher!r}")
+        raise TypeError(f"{where}teacher: expected 'pooled', 'last', 'first' or a module name, got {teacher!r}")
     if not isinstance(options["skip_1x1"], bool):
         raise TypeError(f"{where}skip_1x1: expected True or False, got {options['skip_1x1']!r}")
     k = options["k"]

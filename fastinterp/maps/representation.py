@@ -18,7 +18,7 @@ from torch import nn
 
 from fastinterp._core.validation import check_call, check_size
 from fastinterp.maps.capture import Capture, capture
-from fastinterp.maps.forward_only import activation_layer_maps
+from fastinterp.maps.forward_only import activation_layer_maps, pooled_layer
 from fastinterp.maps.formulas import METHODS
 from fastinterp.maps.options import DEFAULT_REPRESENTATION, check_method, check_representation
 from fastinterp.ops import cumulative_average, normalised_map
@@ -175,12 +175,14 @@ def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1, on
     """One capture: (maps, names, teacher name, teacher map, capture) in execution order, after the
     skip, with a named teacher watched in the same pass (accumulated only if it is one of the layers).
     Arguments checked by the caller (``targets``: None or a (B,) int64 tensor)."""
+    if teacher == "pooled":  # the feature map the head pools, else (no such pooling) the last conv
+        teacher = pooled_layer(model, images) or "last"
     named = teacher not in ("last", "first")
     if named:
         modules = dict(model.named_modules())
         if teacher not in modules:
-            raise ValueError(f"teacher: {teacher!r} is not a module of the model; expected 'last', 'first' or a "
-                             "module name")
+            raise ValueError(f"teacher: {teacher!r} is not a module of the model; expected 'pooled', 'last', "
+                             "'first' or a module name")
         accumulated = isinstance(modules[teacher], nn.Conv2d) if layers is None else teacher in layers
         if layers is not None and teacher not in layers:
             layers = [*layers, teacher]
@@ -242,9 +244,11 @@ def cnn_representation(
         method: CAM formula for every layer (``fastinterp.maps.formulas.METHODS``) and for the teacher.
         order: "first_to_last" or "last_to_first" (the paper's accumulation order); None: the
             kind's default (``maps.options.default_order``).
-        teacher: "last": the last of the accumulated layers to run (for a multi-branch head, as
-            inception_v3's, that is one branch's conv; name the block instead, e.g.
-            ``teacher="Mixed_7c"``); "first": the first; or the name of any module whose output is
+        teacher: "pooled" (the default): the feature map the classifier head's global pooling reads
+            (``maps.forward_only.pooled_layer``: resnet's ``layer4``, inception_v3's ``Mixed_7c``,
+            what pytorch-grad-cam users target; the last conv when no pooling ends the trunk);
+            "last": the last of the accumulated layers to run (for a multi-branch head, as
+            inception_v3's, that is one branch's conv); "first": the first; or the name of any module whose output is
             (B, C, h, w), captured in the same pass (like pytorch-grad-cam's ``target_layers``).
             Its normalised ``method`` map at ``size``. None: no teacher (``.teacher`` is None; the
             activation kind then runs no backward at all).

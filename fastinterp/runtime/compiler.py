@@ -17,15 +17,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastinterp import pretrained
+from fastinterp._core.hashing import weights_sha256
 from fastinterp._core.validation import check_model, check_size, first_conv, stem_weight
 from fastinterp.generator.checkpoint import load_generator
 from fastinterp.maps.options import (ACTIVATION_REPRESENTATION, DEFAULT_REPRESENTATION, FIELDS, KINDS,
                                      check_representation, representation_options)
+from fastinterp.maps.preprocess import preprocess_of, with_preprocess
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE, image_resize_of
 from fastinterp.runtime.explainer import Explainer
 from fastinterp.runtime.onnx_cache import onnxruntime_explainer
 
-__all__ = ["compile"]
+__all__ = ["DomainWarning", "compile", "domain_warning"]
+
+
+class DomainWarning(UserWarning):
+    """``compile``: the CNN is none of those the generator was trained on (filter it by this class
+    where that is intended: cost measurements, held-out evaluations)."""
 
 _AUTOCAST = (torch.float16, torch.bfloat16)
 _BACKENDS = ("auto", "torch", "cpp", "triton", "onnxruntime")
@@ -34,8 +42,12 @@ GENERATOR_IMAGE_CHANNELS = 3  # every generator of fastinterp.generator.networks
 
 def _resolve_generator(generator: object) -> tuple[nn.Module, dict | None]:
     if isinstance(generator, (str, Path)):
-        if not Path(generator).is_file():
-            raise FileNotFoundError(f"generator: no checkpoint file at {generator}")
+        shipped = pretrained.names("generator")
+        if isinstance(generator, str) and (generator == "demo" or generator in shipped):
+            generator = pretrained.path(pretrained.DEMO[1] if generator == "demo" else generator)
+        elif not Path(generator).is_file():
+            raise FileNotFoundError(f"generator: no checkpoint file at {generator} (and not a shipped generator: "
+                                    f"'demo' or one of {shipped})")
         module, metadata = load_generator(generator)
         return module, metadata
     config = getattr(generator, "config", None)
@@ -51,6 +63,10 @@ def _resolve_options(generator: nn.Module, metadata: dict | None, representation
     config = generator.config
     if metadata is not None:
         trained = representation_options(metadata)
+    elif representation is None:
+        raise ValueError("representation: the generator module carries no metadata, so the representation it was "
+                         "trained on is unknown; pass representation='gradient' or 'activation' (or a dict of "
+                         "fields), or the checkpoint path (train_generator records it)")
     else:
         trained = {**DEFAULT_REPRESENTATION, "k": config["k"], "size": config["size"]}
     options = dict(trained)
@@ -83,6 +99,39 @@ def _resolve_options(generator: nn.Module, metadata: dict | None, representation
                           f"explaining with {', '.join(f'{k}={options[k]!r}' for k in changed)} feeds it inputs it has "
                           "not seen", stacklevel=3)
     return options
+
+
+def fit_command(cnn: nn.Module, metadata: dict) -> str:
+    """The ``fastinterp fit`` command that makes a generator for ``cnn`` like this one."""
+    rep = (metadata.get("representation") or {}).get("kind", "activation")
+    return (f"fastinterp fit --cnn <{type(cnn).__name__} as torchvision:NAME or file.py:factory> --weights <state dict> "
+            f"--images <folder of your images> --normalize <imagenet|none> --representation {rep} --out <folder>")
+
+
+def domain_warning(cnn: nn.Module, metadata: dict | None) -> str | None:
+    """A warning when ``cnn`` is none of the CNNs a generator was trained on (by weight hash), naming
+    what it was trained on and the command that makes a generator for this CNN; None otherwise
+    (or when the metadata records no CNNs: nothing to compare)."""
+    cnns = (metadata or {}).get("cnns") or []
+    if not cnns:
+        return None
+    digest = weights_sha256(cnn)
+    if any(entry.get("weights_sha256") == digest for entry in cnns):
+        return None
+    arch = getattr(cnn, "arch", None)
+    same_arch = any(entry.get("class") == type(cnn).__name__ and entry.get("arch") == arch for entry in cnns)
+    names = sorted({entry.get("arch") or entry.get("class") or entry.get("id") for entry in cnns})
+    data = metadata.get("dataset_config")
+    parts = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+    parts = [p.get("dataset", p) for p in parts if isinstance(p, dict)]
+    seen = sorted({p.get("name") or Path(str(p.get("root", "?"))).name for p in parts if isinstance(p, dict)})
+    size = (metadata.get("representation") or {}).get("size")
+    inputs = sorted({str(p.get("size")) for p in parts if isinstance(p, dict) and p.get("size") is not None})
+    return (f"compile: this generator was trained for other CNNs ({len(cnns)}: {', '.join(map(str, names[:6]))}"
+            f"{', ...' if len(names) > 6 else ''}) on {', '.join(seen) or 'unrecorded data'}"
+            f"{f' at {inputs[0]} px' if len(inputs) == 1 else ''} (maps {size}x{size}); "
+            f"{'this ' + type(cnn).__name__ + ' has the same architecture but other weights' if same_arch else type(cnn).__name__ + ' is not among them'}"
+            f", so its maps may not follow this CNN's own. Make a generator for it: {fit_command(cnn, metadata)}")
 
 
 def _normalise_device(device: torch.device) -> torch.device:
@@ -126,10 +175,15 @@ def compile(
 
     Args:
         cnn: eager ``nn.Module`` returning logits (B, classes); never modified (see the module doc).
-        generator: a module from ``fastinterp.load_generator`` / ``build_generator``, or a generator
-            checkpoint path. The representation recorded in its metadata (kind, k, size, method,
-            order, teacher, skip_1x1) is used; a module without metadata gets the shipped demo's
-            (``DEFAULT_REPRESENTATION``) at its own k and size.
+        generator: a module from ``fastinterp.load_generator`` / ``build_generator``, a generator
+            checkpoint path, or a shipped generator's name ("demo" or one of
+            ``fastinterp.pretrained.names("generator")``). The representation recorded in its metadata
+            (kind, k, size, method, order, teacher, skip_1x1) is used, and its ``preprocess`` (e.g.
+            ImageNet normalisation, from ``fastinterp fit --normalize``) is applied to the images
+            before the CNN, so ``explain()`` takes [0, 1] images. A module without metadata needs
+            ``representation=``. When ``cnn`` is none of the CNNs the generator was trained on
+            (weight hash), a warning names what it was trained on and the ``fastinterp fit``
+            command that makes one for this CNN.
         device: where to explain (default: the CNN's device). A CNN elsewhere is copied there
             (the user's module stays where it is). The generator is always copied (a snapshot:
             later changes to the module passed in are not seen), on the CPU in channels_last.
@@ -164,7 +218,14 @@ def compile(
     if stem.in_channels != GENERATOR_IMAGE_CHANNELS:
         raise ValueError(f"cnn: takes {stem.in_channels}-channel images, but the generator takes "
                          f"{GENERATOR_IMAGE_CHANNELS}-channel images; explain a 3-channel CNN")
+    warning = domain_warning(cnn, metadata)
+    if warning is not None:
+        warnings.warn(warning, DomainWarning, stacklevel=2)
     cnn = _device_copy(cnn, target)
+    preprocess = preprocess_of(metadata)
+    if preprocess is not None:  # the CNN explains the input it expects; explain() takes [0, 1] images
+        cnn = with_preprocess(cnn, preprocess)
+        cnn.normalize.to(device=target, dtype=weight.dtype)
     module = _generator_copy(module, target)
     ops_backend = "auto" if backend == "onnxruntime" else backend  # the eager explainer the export is made from
     size = input_size if input_size is not None else getattr(cnn, "input_size", None) or 224
