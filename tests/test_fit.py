@@ -324,6 +324,21 @@ class _Pairs(torch.utils.data.Dataset):
         return self.images[i], i % 3
 
 
+def test_torchvision_image_folders_and_tensor_datasets_are_datasets(user):
+    import torchvision
+
+    from fastinterp.datasets.images import DatasetImages
+
+    folder = torchvision.datasets.ImageFolder(str(user["root"] / "images"))  # PIL images, no transform
+    ours = ImageFiles(user["root"] / "images", SIZE).batch(range(24))
+    theirs = DatasetImages(folder, SIZE).batch(range(24))
+    assert torch.equal(theirs[0], ours[0]) and torch.equal(theirs[1], ours[1])
+    tensors = torch.utils.data.TensorDataset(ours[0], ours[1])
+    assert torch.equal(DatasetImages(tensors, SIZE, classes=["a", "b", "c"]).batch([3, 5])[0], ours[0][[3, 5]])
+    with pytest.raises(ValueError, match="ToTensor"):
+        DatasetImages(torch.utils.data.TensorDataset(torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), SIZE).batch([0])
+
+
 @pytest.mark.slow
 def test_fit_from_a_dataset_and_a_dataloader(user, tmp_path):
     model = load_cnn(user["factory"], user["root"] / "weights.safetensors")

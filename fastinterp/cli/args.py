@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastinterp.cli.commands import COMMANDS
 
-__all__ = ["checkpoint_file", "command_parser", "dataset_folder", "named_paths", "positive_int"]
+__all__ = ["checkpoint_file", "command_parser", "dataset_folder", "key_values", "named_paths", "positive_int"]
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
@@ -64,4 +64,21 @@ def named_paths(items: list[str] | None, default: dict[str, Path] | None, flag: 
         if not Path(path).is_file():
             raise SystemExit(f"{flag}: {path} is not a file")
         out[name] = Path(path)
+    return out
+
+
+def key_values(parser: argparse.ArgumentParser, items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` items -> {key: value}, a value read as JSON when it is (numbers, true/false),
+    else kept as a string; a malformed item is a parser error naming ``flag``."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"{flag}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
     return out

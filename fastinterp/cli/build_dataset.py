@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from fastinterp.baselines import BASELINES
-from fastinterp.cli.args import checkpoint_file, command_parser
+from fastinterp.cli.args import checkpoint_file, command_parser, key_values
 from fastinterp.datasets.build import ASSIGN, STORE_DTYPES, TARGETS, build_dataset, rank_device, rank_world
 from fastinterp.datasets.images import DATASETS, image_folder
 from fastinterp.datasets.reader import MANIFEST
@@ -93,15 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--processes: expected an int >= 1, got {args.processes}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads: expected an int >= 1, got {args.threads}")
-    teacher_options = {}
-    for item in args.teacher_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--teacher-option: expected KEY=VALUE, got {item!r}")
-        try:
-            teacher_options[key] = json.loads(value)  # numbers (and true/false)
-        except json.JSONDecodeError:
-            teacher_options[key] = value
+    teacher_options = key_values(parser, args.teacher_option, "--teacher-option")
     if teacher_options and args.teacher_method is None:
         parser.error("--teacher-option: needs --teacher-method")
     args.teacher_options = teacher_options or None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from fastinterp.cli.args import command_parser, positive_int
+from fastinterp.cli.args import command_parser, key_values, positive_int
 from fastinterp.fitting.pipeline import DEFAULT_REPRESENTATION_KIND, DEFAULT_TEACHER, TEACHERS, fit
 from fastinterp.maps.options import KINDS
 from fastinterp.maps.preprocess import parse_normalize
@@ -75,15 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the datasets in this many local processes")
     parser.add_argument("--no-progress", action="store_true", help="one line per stage instead of progress bars")
     args = parser.parse_args(argv)
-    options = {}
-    for item in args.teacher_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--teacher-option: expected KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = key_values(parser, args.teacher_option, "--teacher-option")
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if torchrun and args.processes > 1:
         parser.error("--processes: under torchrun the ranks come from torchrun; leave --processes at 1")

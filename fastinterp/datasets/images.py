@@ -454,8 +454,9 @@ class ImageFiles(Dataset):
 
 
 class DatasetImages(Dataset):
-    """Any map-style ``torch.utils.data.Dataset`` whose items are an image tensor (3, H, W) float
-    in [0, 1] or a tuple ``(image, label, ...)``, or a ``DataLoader`` (read once, into memory), as
+    """Any map-style ``torch.utils.data.Dataset`` whose items are an image (a tensor (3, H, W) float
+    in [0, 1], or a PIL image: torchvision's ``ImageFolder`` without a transform) or a tuple
+    ``(image, label, ...)``, or a ``DataLoader`` of tensors (read once, into memory), as
     the dataset a training set is built from; images resized to ``size`` with ``resize_images``.
     Labels outside ``[0, len(classes))`` count as unknown."""
 
@@ -488,6 +489,11 @@ class DatasetImages(Dataset):
 
     def _split(self, item: object, batched: bool) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, UNLABELLED)
+        if not batched and type(image).__module__.startswith("PIL."):  # e.g. torchvision's ImageFolder, no transform
+            from PIL import ImageOps
+
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+            image = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         dims = 4 if batched else 3
         if not isinstance(image, torch.Tensor) or image.dim() != dims or not image.is_floating_point() \
                 or image.shape[-3] != 3:
