@@ -13,8 +13,8 @@ Stages:
     gradcam    fastinterp fit --representation gradient --teacher-method gradcam (all 1,600 images)
     score-cam  fastinterp fit --representation activation --teacher-method score-cam on the first 384
                images, the next 64 held out (Score-CAM: 1280 forwards of the CNN per image, ~3 s here)
-    cost       the Score-CAM-taught forward-only generator on resnet50 at 224, batch 8: explain() vs the
-               plain forward, alternated in one run (the issue's <= 1.15x)
+    cost       the Score-CAM-taught forward-only generator and the shipped fast-fo on resnet50 at 224,
+               batch 8: explain() vs the plain forward, alternated in one run (the issue's <= 1.15x)
     summary    OUT/summary.md: the targets, met or missed
 """
 
@@ -91,9 +91,10 @@ def run_fit(out: Path, name: str, extra: list[str], images: Path | None = None) 
     return time.perf_counter() - started
 
 
-def cost_on_resnet50(generator: Path, batch: int = 8, rounds: int = 6) -> dict:
-    """explain() of the fitted forward-only generator on resnet50 (random weights) at 224 vs its
-    forward, alternated round by round, medians."""
+def cost_on_resnet50(generators: dict[str, object], batch: int = 8, rounds: int = 8) -> dict:
+    """explain() of each forward-only generator on resnet50 (random weights) at 224 vs the plain
+    forward, alternated round by round in one run (forward, explain with each generator, ...); medians
+    and each generator's ratio to the forward."""
     import statistics
     import warnings
 
@@ -105,31 +106,30 @@ def cost_on_resnet50(generator: Path, batch: int = 8, rounds: int = 6) -> dict:
     cnn = torchvision.models.resnet50(num_classes=1000).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the domain warning: this is a cost measurement
-        explainer = fastinterp.compile(cnn, generator, batch_sizes=[batch])
+        explainers = {name: fastinterp.compile(cnn, generator, batch_sizes=[batch]) for name, generator in generators.items()}
     images = torch.rand(batch, 3, 224, 224)
-    forward, explain = [], []
+    times: dict[str, list[float]] = {"forward": [], **{name: [] for name in explainers}}
     with torch.no_grad():
         cnn(images)
     for _ in range(rounds):
         started = time.perf_counter()
         with torch.no_grad():
             cnn(images)
-        forward.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        explainer.explain(images)
-        explain.append(time.perf_counter() - started)
-    f, e = statistics.median(forward), statistics.median(explain)
-    return {"forward_ms": 1000 * f, "explain_ms": 1000 * e, "ratio": e / f, "batch": batch, "rounds": rounds,
-            "threads": torch.get_num_threads()}
+        times["forward"].append(time.perf_counter() - started)
+        for name, explainer in explainers.items():
+            started = time.perf_counter()
+            explainer.explain(images)
+            times[name].append(time.perf_counter() - started)
+    medians = {name: 1000 * statistics.median(values) for name, values in times.items()}
+    return {"ms": medians, "ratio": {name: medians[name] / medians["forward"] for name in explainers},
+            "batch": batch, "rounds": rounds, "threads": torch.get_num_threads()}
 
 
 def summary(out: Path) -> str:
     rows = []
     results = {}
-    for name in ("fit-gradcam", "fit-score-cam"):
-        path = out / name / "fit.json"
-        if path.is_file():
-            results[name] = json.loads(path.read_text())
+    for path in sorted(out.glob("fit-*/fit.json")):  # the stages' fits, and any variant run by hand
+        results[path.parent.name] = json.loads(path.read_text())
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     lines = ["| fit | teacher | representation | examples | fit wall time | r | MAE | SSIM | deletion gen / teacher "
              "(paired diff ± SE) | insertion gen / teacher (paired diff ± SE) | teacher x forward | explainer x forward "
@@ -168,8 +168,10 @@ def summary(out: Path) -> str:
                     f"{c['explain_share_of_teacher']:.2%}")]
     if (out / "cost.json").is_file():
         cost = json.loads((out / "cost.json").read_text())
-        checks.append(("forward-only generator on resnet50 224 b8 <= 1.15x forward", cost["ratio"] <= 1.15,
-                       f"{cost['ratio']:.3f} ({cost['explain_ms']:.0f} / {cost['forward_ms']:.0f} ms)"))
+        ratio, shipped = cost["ratio"]["fitted"], cost["ratio"]["shipped fast-fo"]
+        checks.append(("forward-only generator on resnet50 224 b8 <= 1.15x forward", ratio <= 1.15,
+                       f"{ratio:.3f} ({cost['ms']['fitted']:.0f} / {cost['ms']['forward']:.0f} ms); the shipped "
+                       f"fast-fo in the same run: {shipped:.3f}"))
     lines += ["", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'**met**' if ok else '**missed**'} | {value} |" for name, ok, value in checks]
     return "\n".join(lines) + "\n"
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "--val-images", str(out / "val-sc"), "--steps", str(args.steps)], images=out / "images-sc")
         timings_path.write_text(json.dumps(timings, indent=1))
     if "cost" in args.stages:
-        cost = cost_on_resnet50(out / "fit-score-cam" / "generator.safetensors")
+        cost = cost_on_resnet50({"fitted": out / "fit-score-cam" / "generator.safetensors", "shipped fast-fo": "fast-fo"})
         (out / "cost.json").write_text(json.dumps(cost, indent=1))
         print(json.dumps(cost))
     if "summary" in args.stages:

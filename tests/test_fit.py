@@ -100,7 +100,8 @@ def test_torchvision_and_module_specs(user):
     ("missing_file.py:tiny", None, None, "does not exist"),
     ("{root}/cnn.py:nope", None, None, "has no callable 'nope'"),
     ("no_such_package.module:f", None, None, "cannot import"),
-    ("resnet18", None, None, "cannot tell what"),
+    ("resnet18", None, None, "pass torchvision:resnet18"),
+    ("my_model", None, None, "cannot tell what"),
     ("{root}/weights.safetensors", None, None, "plain state dict goes to --weights"),
     ("{root}/weights.pt", None, None, "is a weights file"),
     ("torchvision:resnet18", "{root}/weights.safetensors", 3, "missing"),
@@ -344,8 +345,8 @@ def test_fit_from_a_dataset_and_a_dataloader(user, tmp_path):
     model = load_cnn(user["factory"], user["root"] / "weights.safetensors")
     for name, images in (("dataset", _Pairs(12)), ("loader", torch.utils.data.DataLoader(_Pairs(12), batch_size=5))):
         path = fastinterp.fit(model, images, out=tmp_path / name, steps=2, batch_size=2, report_images=2,
-                              teacher="gradcam++", progress=False, input_size=SIZE)
-        assert path.is_file()
+                              teacher="gradcam++", progress=False, input_size=SIZE, preprocess="imagenet")
+        assert path.is_file() and load_generator(path)[1]["preprocess"] == IMAGENET
 
 
 def test_a_python_trained_generator_compiles_with_its_own_representation(user, tmp_path):

@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from fastinterp.cli.args import command_parser, key_values, positive_int
 from fastinterp.fitting.pipeline import DEFAULT_REPRESENTATION_KIND, DEFAULT_TEACHER, TEACHERS, fit
+from fastinterp.generator.training import AUGMENTATIONS
 from fastinterp.maps.options import KINDS
 from fastinterp.maps.preprocess import parse_normalize
 
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=positive_int, help="training examples (default: every training image)")
     parser.add_argument("--steps", type=positive_int, default=1000, help="generator training steps")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="generator training batch")
+    parser.add_argument("--augment", nargs="+", default=[], choices=AUGMENTATIONS,
+                        help="'flip': image, CGMs and teacher mirrored together; 'cgm-gain': each CGM times a gain")
     parser.add_argument("--report-images", type=positive_int, default=96,
                         help="held-out images scored by deletion and insertion")
     parser.add_argument("--seed", type=int, default=0)
@@ -95,7 +98,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dic
             path = fit(args.cnn, args.images, out=args.out, weights=args.weights, num_classes=args.num_classes,
                        val_images=args.val_images, preprocess=args.normalize, input_size=args.input_size,
                        representation=args.representation, teacher=args.teacher_method, teacher_options=options or None,
-                       examples=args.examples, steps=args.steps, batch_size=args.batch_size,
+                       examples=args.examples, steps=args.steps, batch_size=args.batch_size, augment=tuple(args.augment),
                        report_images=args.report_images, seed=args.seed, device=args.device, processes=args.processes,
                        progress=not args.no_progress)
     except (ValueError, TypeError) as error:

@@ -195,4 +195,9 @@ def _build(spec: str, weights: Any, num_classes: int | None, argument: str) -> n
     if path.suffix in (".pt", ".pth", ".bin") and path.is_file():
         raise ValueError(f"{argument}: {spec} is a weights file; pass the architecture as --cnn (torchvision:NAME or "
                          f"file.py:factory) and the file as --weights")
+    import torchvision
+
+    if spec in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"{argument}: {spec!r} is not a file; for torchvision's architecture pass "
+                         f"torchvision:{spec} (with --num-classes and --weights)")
     raise ValueError(f"{argument}: cannot tell what {spec!r} is; expected {_SPEC_FORMS}")

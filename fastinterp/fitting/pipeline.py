@@ -33,6 +33,7 @@ from fastinterp._version import __version__
 from fastinterp.baselines.methods import BASELINES, check_options
 from fastinterp.datasets.images import DatasetImages, ImageFiles, Subset
 from fastinterp.fitting.cnn import load_cnn
+from fastinterp.generator.training import AUGMENTATIONS
 from fastinterp.maps.options import ACTIVATION_REPRESENTATION, DEFAULT_REPRESENTATION, KINDS
 from fastinterp.datasets.build import rank_device, rank_world
 from fastinterp.maps.preprocess import check_preprocess, parse_normalize, with_preprocess
@@ -178,6 +179,7 @@ def fit(
     examples: int | None = None,
     steps: int = 1000,
     batch_size: int = 32,
+    augment: tuple[str, ...] = (),
     size: int = 64,
     k: int = 8,
     val_fraction: float = 0.1,
@@ -210,6 +212,8 @@ def fit(
         teacher_options: options of that method (e.g. ``{"batch_size": 128}``, ``{"n_masks": 2000}``).
         examples: training examples to build (default: every training image, once).
         steps, batch_size: generator training steps and batch (L1 alone for the first 3/4).
+        augment: training augmentations (``fastinterp.generator.training.AUGMENTATIONS``: "flip",
+            "cgm-gain"); none by default.
         size, k: the generator's resolution and number of CGMs.
         report_images: held-out images scored by deletion / insertion (fidelity uses all).
         device: where the CNN runs (default: CUDA when available, else the CPU; under torchrun,
@@ -236,16 +240,18 @@ def fit(
         teacher_options = check_options(teacher, teacher_options)
     except ValueError as error:
         raise ValueError(f"teacher_options: {error}") from None
+    if isinstance(preprocess, str):
+        preprocess = parse_normalize(preprocess, "preprocess")
     preprocess = check_preprocess(preprocess)
     for name, value, minimum in (("steps", steps, 1), ("batch_size", batch_size, 1), ("size", size, 16), ("k", k, 1),
                                  ("report_images", report_images, 1), ("processes", processes, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    if isinstance(augment, str) or not all(name in AUGMENTATIONS for name in augment):
+        raise ValueError(f"augment: expected names from {AUGMENTATIONS}, got {augment!r}")
     if not (isinstance(val_fraction, float) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
 
-    if isinstance(preprocess, str):
-        preprocess = parse_normalize(preprocess, "preprocess")
     rank, world = rank_world()  # under torchrun every rank builds its shards and trains; rank 0 writes
     model = load_cnn(cnn, weights, num_classes)
     target = rank_device(None if device is None else str(device), rank)
@@ -289,6 +295,7 @@ def fit(
               "weights": str(weights) if weights is not None else None, "preprocess": preprocess,
               "input_size": list(input_size), "representation": representation, "teacher": teacher,
               "teacher_options": teacher_options, "examples": n, "steps": steps, "batch_size": batch_size,
+              **({"augment": list(augment)} if augment else {}),
               "size": size, "k": k, "val_fraction": val_fraction if val_images is None else None, "seed": seed,
               "report_images": report_images, "images": train_data.config, "val_images": val_data.config}
     out.mkdir(parents=True, exist_ok=True)
@@ -316,7 +323,7 @@ def fit(
         _write(out, state)
 
     seconds = _train(out, options, config, data.classes if getattr(data, "labelled", False) else None, steps,
-                     batch_size, seed, progress, target)
+                     batch_size, tuple(augment), seed, progress, target)
     stages.setdefault("train_s", 0.0)
     stages["train_s"] += seconds
     _say(progress, f"generator: {steps} steps -> {out / 'generator.safetensors'} ({seconds:.0f} s)")
@@ -334,8 +341,8 @@ def fit(
     return out / "generator.safetensors"
 
 
-def _train(out: Path, options: dict, config: dict, classes, steps: int, batch_size: int, seed: int, progress: bool,
-           device: torch.device) -> float:
+def _train(out: Path, options: dict, config: dict, classes, steps: int, batch_size: int, augment: tuple[str, ...],
+           seed: int, progress: bool, device: torch.device) -> float:
     from fastinterp.datasets.reader import ExplanationDataset
     from fastinterp.generator.checkpoint import load_generator
     from fastinterp.generator.networks import build_discriminator, build_generator
@@ -357,7 +364,7 @@ def _train(out: Path, options: dict, config: dict, classes, steps: int, batch_si
     discriminator = build_discriminator(size=options["size"]).to(device)
     train_config = TrainConfig(steps=steps, batch_size=batch_size, strategy="l1-warmup",
                                warmup_steps=(3 * steps) // 4, val_every=max(1, steps // 5),
-                               checkpoint_every=max(1, min(100, steps // 10)), seed=seed)
+                               checkpoint_every=max(1, min(100, steps // 10)), seed=seed, augment=augment)
     metadata = {"input_size": config["input_size"], "classes": list(classes) if classes else None,
                 "fit": {"config": config, "fastinterp_version": __version__}}
     train_generator(generator, discriminator, train, train_config, out, val_data=val, resume=True, metadata=metadata,
