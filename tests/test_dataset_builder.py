@@ -406,7 +406,10 @@ def independent_teacher(method, model, images, targets, options):
     if method == "rise":
         masks = RiseMasks(options["n_masks"], *size, seed=0)[0:options["n_masks"]]
         return naive_rise(model, images, targets, masks, 0.5)
-    last = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][-1]  # the teacher layer
+    from fastinterp.maps.forward_only import pooled_layer
+
+    # the teacher layer: the default teacher="pooled", the module whose output the head pools
+    last = pooled_layer(model, images) or [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][-1]
     if method == "gradcam++":
         (raw,) = naive_layer_maps(model, images, [last], targets, method="gradcam++")
     else:
