@@ -60,7 +60,7 @@ reference = fastinterp.cnn_representation(model, images, backend="torch")
 assert fast.cgm.shape == (2, 8, 64, 64) and fast.teacher_cgm is None
 assert (fast.cgm - reference.cgm).abs().max() <= 1e-5
 from fastinterp.generator.networks import build_generator
-with fastinterp.compile(model, build_generator("fast"), input_size=64) as explainer:
+with fastinterp.compile(model, build_generator("fast"), input_size=64, representation="gradient") as explainer:
     out = explainer.explain(images.numpy())
 assert out.maps.shape == (2, 64, 64) and 0 <= out.maps.min() <= out.maps.max() <= 1
 print("smoke test passed:", fastinterp.__file__)

@@ -342,11 +342,20 @@ def test_torchvision_image_folders_and_tensor_datasets_are_datasets(user):
 
 @pytest.mark.slow
 def test_fit_from_a_dataset_and_a_dataloader(user, tmp_path):
-    model = load_cnn(user["factory"], user["root"] / "weights.safetensors")
+    from conftest import model_state
+
+    model = load_cnn(user["factory"], user["root"] / "weights.safetensors").train()  # a model in training mode
+    before = model_state(model)
     for name, images in (("dataset", _Pairs(12)), ("loader", torch.utils.data.DataLoader(_Pairs(12), batch_size=5))):
         path = fastinterp.fit(model, images, out=tmp_path / name, steps=2, batch_size=2, report_images=2,
                               teacher="gradcam++", progress=False, input_size=SIZE, preprocess="imagenet")
         assert path.is_file() and load_generator(path)[1]["preprocess"] == IMAGENET
+    after = model_state(model)  # fitting changed nothing of the user's model: mode, BN statistics, weights, hooks
+    assert after["training"] == before["training"] and after["hooks"] == before["hooks"]
+    for name, value in before["buffers"].items():
+        assert torch.equal(after["buffers"][name], value), name
+    for name, value in before["params"].items():
+        assert torch.equal(after["params"][name], value), name
 
 
 def test_a_python_trained_generator_compiles_with_its_own_representation(user, tmp_path):

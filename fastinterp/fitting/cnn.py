@@ -125,7 +125,8 @@ def _factory(spec: str, argument: str):
 def load_cnn(spec: str | nn.Module, weights: str | Path | None = None, num_classes: int | None = None, *,
              argument: str = "cnn") -> nn.Module:
     """The CNN ``spec`` names (see the module doc), with ``weights`` loaded, in eval mode on the
-    CPU. An ``nn.Module`` is returned as it is (``weights`` loaded into it, if given).
+    CPU. An ``nn.Module`` is returned as it is, its mode untouched (``weights`` loaded into it, if
+    given: the one change, asked for).
 
     Args:
         num_classes: outputs of a ``torchvision:NAME`` model (required there; elsewhere the factory
@@ -145,7 +146,7 @@ def load_cnn(spec: str | nn.Module, weights: str | Path | None = None, num_class
         outputs = _outputs(model)
         if outputs is not None and outputs != num_classes:
             raise ValueError(f"num_classes: {num_classes} given, but the CNN has {outputs} outputs")
-    return model.eval()
+    return model if isinstance(spec, nn.Module) else model.eval()  # the user's module keeps its mode
 
 
 def _is_checkpoint(spec: str) -> bool:

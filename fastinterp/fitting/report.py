@@ -124,7 +124,9 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
                                          "within_2se": abs(difference) <= 2 * se}
 
     timing = images[:min(count, 32)].to(device)
-    forward_view = explaining.eval() if not explaining.training else explaining
+    from fastinterp.maps.eval_view import eval_view
+
+    forward_view = eval_view(explaining)  # eval mode without touching the user's module
     teacher_name = config["teacher"]
     rep_layer = None if teacher_name == "rise" else _pooled(explaining, timing)
     options = config["teacher_options"] or {}

@@ -101,11 +101,10 @@ def _resolve_options(generator: nn.Module, metadata: dict | None, representation
     return options
 
 
-def fit_command(cnn: nn.Module, metadata: dict) -> str:
-    """The ``fastinterp fit`` command that makes a generator for ``cnn`` like this one."""
-    rep = (metadata.get("representation") or {}).get("kind", "activation")
+def fit_command(cnn: nn.Module) -> str:
+    """The ``fastinterp fit`` command that makes a generator for ``cnn`` (README: "Your own model")."""
     return (f"fastinterp fit --cnn <{type(cnn).__name__} as torchvision:NAME or file.py:factory> --weights <state dict> "
-            f"--images <folder of your images> --normalize <imagenet|none> --representation {rep} --out <folder>")
+            "--images <folder of your images> --normalize <imagenet|none> --out <folder>")
 
 
 def domain_warning(cnn: nn.Module, metadata: dict | None) -> str | None:
@@ -131,7 +130,7 @@ def domain_warning(cnn: nn.Module, metadata: dict | None) -> str | None:
             f"{', ...' if len(names) > 6 else ''}) on {', '.join(seen) or 'unrecorded data'}"
             f"{f' at {inputs[0]} px' if len(inputs) == 1 else ''} (maps {size}x{size}); "
             f"{'this ' + type(cnn).__name__ + ' has the same architecture but other weights' if same_arch else type(cnn).__name__ + ' is not among them'}"
-            f", so its maps may not follow this CNN's own. Make a generator for it: {fit_command(cnn, metadata)}")
+            f", so its maps may not follow this CNN's own. Make a generator for it: {fit_command(cnn)}")
 
 
 def _normalise_device(device: torch.device) -> torch.device:
