@@ -240,9 +240,11 @@ def test_rerun_resumes_and_a_changed_option_is_refused(user, fitted, capsys):
     shards = sorted((fitted / "data" / "train").glob("shard-*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in shards]
     before = (fitted / "generator.safetensors").read_bytes()
+    report = (fitted / "report.md").stat().st_mtime_ns
     assert main(_fit_args(user, fitted)) == 0
     assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing rebuilt
     assert (fitted / "generator.safetensors").read_bytes() == before  # nor retrained
+    assert (fitted / "report.md").stat().st_mtime_ns == report  # nor re-reported
     with pytest.raises(SystemExit) as exit_info:
         main(_fit_args(user, fitted, steps=5))
     assert exit_info.value.code == 2
@@ -336,6 +338,9 @@ def test_torchvision_image_folders_and_tensor_datasets_are_datasets(user):
     assert torch.equal(theirs[0], ours[0]) and torch.equal(theirs[1], ours[1])
     tensors = torch.utils.data.TensorDataset(ours[0], ours[1])
     assert torch.equal(DatasetImages(tensors, SIZE, classes=["a", "b", "c"]).batch([3, 5])[0], ours[0][[3, 5]])
+    unlabelled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ours[0]), batch_size=5)
+    images, labels, _ = DatasetImages(unlabelled, SIZE).batch(range(24))
+    assert torch.equal(images, ours[0]) and (labels == UNLABELLED).all() and labels.shape == (24,)
     with pytest.raises(ValueError, match="ToTensor"):
         DatasetImages(torch.utils.data.TensorDataset(torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), SIZE).batch([0])
 

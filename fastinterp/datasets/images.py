@@ -488,7 +488,9 @@ class DatasetImages(Dataset):
         self.labelled = bool(self.classes) and bool((self.batch(range(min(len(self), 8)))[1] >= 0).all())
 
     def _split(self, item: object, batched: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, UNLABELLED)
+        if isinstance(item, (tuple, list)) and len(item) == 1:  # TensorDataset(images)
+            item = item[0]
+        image, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, None)
         if not batched and type(image).__module__.startswith("PIL."):  # e.g. torchvision's ImageFolder, no transform
             from PIL import ImageOps
 
@@ -501,13 +503,26 @@ class DatasetImages(Dataset):
             raise ValueError(f"{self.argument}: expected items that are a float image tensor (3, H, W) in [0, 1] or "
                              f"(image, label) (batches of them from a DataLoader), got {got}; add "
                              "transforms.ToTensor() to the dataset's transform")
+        if label is None:  # no labels: each image explained for its predicted class
+            label = torch.full((len(image),) if batched else (), UNLABELLED, dtype=torch.int64)
         label = torch.as_tensor(label, dtype=torch.int64).reshape(-1 if batched else ())
         return resize_images_of(image if batched else image[None], self.size), label
 
     @property
     def config(self) -> dict:
+        """What identifies these images for a resumed build: type, size, classes, count and a
+        sha256 of the images (every image of a DataLoader; 16 evenly spaced ones of a Dataset,
+        which is read lazily)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        rows = range(len(self)) if self.items is not None else sorted({round(i * (len(self) - 1) / 15) for i in range(16)})
+        images, labels, _ = self.batch(list(rows))
+        digest.update(images.numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
         return {"kind": "dataset", "type": type(self.data).__name__ if self.data is not None else "DataLoader",
-                "size": list(self.size), "classes": list(self.classes), "count": len(self)}
+                "size": list(self.size), "classes": list(self.classes), "count": len(self),
+                "sha256": digest.hexdigest()}
 
     def __len__(self) -> int:
         return len(self.items[0]) if self.items is not None else len(self.data)

@@ -188,7 +188,11 @@ def _build(spec: str, weights: Any, num_classes: int | None, argument: str) -> n
         extra = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
     if ":" in spec:
-        model = _factory(spec, argument)()
+        factory = _factory(spec, argument)
+        try:
+            model = factory()
+        except Exception as error:  # the user's code: its error, as one line naming the spec
+            raise ValueError(f"{argument}: calling {spec} failed ({type(error).__name__}: {error})") from None
         if not isinstance(model, nn.Module):
             raise ValueError(f"{argument}: {spec} returned a {type(model).__name__}, not an nn.Module")
         return model

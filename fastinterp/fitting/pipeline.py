@@ -88,10 +88,18 @@ def cnn_accuracy(model: nn.Module, data, limit: int = 512, batch_size: int = 64)
         return None
     view, n, correct = eval_view(model), min(limit, len(data)), 0
     device = next(iter(model.parameters())).device
+    rows = spread(len(data), n)  # evenly spaced: a folder is sorted by class
     for start in range(0, n, batch_size):
-        images, labels, _ = data.batch(range(start, min(n, start + batch_size)))
+        images, labels, _ = data.batch(rows[start:start + batch_size])
         correct += int((view(images.to(device)).argmax(1).cpu() == labels).sum())
     return correct / n, n
+
+
+def spread(length: int, count: int) -> list[int]:
+    """``count`` evenly spaced indices of ``range(length)`` (all when count >= length)."""
+    if count >= length:
+        return list(range(length))
+    return [int(i * length / count) for i in range(count)]
 
 
 def _check_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -148,8 +156,13 @@ def _build(cnn_id: str, model: nn.Module, data, out_dir: Path, n: int, options: 
                              "(torchvision:NAME, file.py:factory, a checkpoint) to use processes > 1")
         import torch.multiprocessing as mp
 
-        mp.spawn(_spawned_build, args=(processes, cnn_spec, weights, num_classes, data,
-                                       {**kwargs, "cnn_id": cnn_id, "progress": False}), nprocs=processes, join=True)
+        try:
+            mp.spawn(_spawned_build, args=(processes, cnn_spec, weights, num_classes, data,
+                                           {**kwargs, "cnn_id": cnn_id, "progress": False}), nprocs=processes,
+                     join=True)
+        except mp.ProcessRaisedException as error:  # a worker's error, as one line
+            last = str(error).strip().splitlines()[-1]
+            raise ValueError(f"processes: a build worker failed: {last}") from None
         build_dataset([(cnn_id, model)], data, max_shards=0, **{**kwargs, "progress": False})
         return time.perf_counter() - started
     done_before = len((previous or {}).get("shards", []))
@@ -255,12 +268,12 @@ def fit(
     rank, world = rank_world()  # under torchrun every rank builds its shards and trains; rank 0 writes
     model = load_cnn(cnn, weights, num_classes)
     target = rank_device(None if device is None else str(device), rank)
+    if target.type == "cuda" and target.index is None:  # "cuda" -> the current device, as parameters report it
+        target = torch.device("cuda", torch.cuda.current_device())
     on_device = model if next(iter(model.parameters())).device == target else copy.deepcopy(model).to(target)
     input_size = check_size(input_size if input_size is not None else getattr(model, "input_size", None) or 224,
                             "input_size")
     explaining = with_preprocess(on_device, preprocess)
-    if preprocess is not None:
-        explaining.normalize.to(target)
     probe = torch.rand(1, 3, *input_size, device=target)
     try:
         outputs = _outputs(explaining, probe)
@@ -291,13 +304,15 @@ def fit(
         options.update(teacher_method=teacher, teacher_options=teacher_options)
     cnn_id = cnn.split(":")[-1] if isinstance(cnn, str) else type(model).__name__
     cnn_id = Path(cnn_id).stem if isinstance(cnn, str) and cnn.endswith(".safetensors") else cnn_id
+    # what the generator depends on (the weights by content, not by path; the report's options are not here:
+    # the report is redone whenever the generator changes, and kept otherwise)
     config = {"cnn": cnn if isinstance(cnn, str) else type(model).__name__, "cnn_weights_sha256": weights_sha256(model),
-              "weights": str(weights) if weights is not None else None, "preprocess": preprocess,
+              "preprocess": preprocess,
               "input_size": list(input_size), "representation": representation, "teacher": teacher,
               "teacher_options": teacher_options, "examples": n, "steps": steps, "batch_size": batch_size,
               **({"augment": list(augment)} if augment else {}),
               "size": size, "k": k, "val_fraction": val_fraction if val_images is None else None, "seed": seed,
-              "report_images": report_images, "images": train_data.config, "val_images": val_data.config}
+              "images": train_data.config, "val_images": val_data.config}
     out.mkdir(parents=True, exist_ok=True)
     state = _check_config(out, config)
     _write(out, state)
@@ -331,9 +346,16 @@ def fit(
 
     if rank != 0:  # the other ranks of a torchrun fit are done: rank 0 writes the report
         return out / "generator.safetensors"
-    report_started = time.perf_counter()
-    state["report"] = write_report(out, on_device, preprocess, val_data, config, state, report_images, progress)
-    stages["report_s"] = time.perf_counter() - report_started
+    from fastinterp._core.hashing import file_sha256
+
+    generator_sha256 = file_sha256(out / "generator.safetensors")
+    previous = state.get("report") or {}
+    if previous.get("generator_sha256") != generator_sha256 or previous.get("report_images") != min(
+            report_images, len(val_data)) or not (out / "report.md").is_file():
+        report_started = time.perf_counter()
+        state["report"] = write_report(out, on_device, preprocess, val_data, config, state, report_images, progress)
+        state["report"]["generator_sha256"] = generator_sha256
+        stages["report_s"] = time.perf_counter() - report_started
     stages["total_s_this_run"] = time.perf_counter() - started
     _write(out, state)
     _say(progress, f"report: {out / 'report.md'} (held-out r {state['report']['fidelity']['pearson']:.3f}, "

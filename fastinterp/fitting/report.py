@@ -102,20 +102,23 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
         fidelity["ssim"] = fidelity["ssim_se"] = None
 
     # faithfulness and cost on the images at the CNN's input size, as explained in production
+    from fastinterp.fitting.pipeline import spread
+
     count = min(report_images, len(val_data))
-    images, _, _ = val_data.batch(range(count))
+    rows = spread(len(val_data), count)  # evenly spaced: a folder is sorted by class
+    images, _, _ = val_data.batch(rows)
+    targets = targets[rows]
+    teacher_rows = teacher[rows]
     device = next(iter(cnn.parameters())).device
     explaining = with_preprocess(cnn, preprocess)
-    if preprocess is not None:
-        explaining.normalize.to(device)
     batch = 16
-    explainer, generated = _maps(out, cnn, images, targets[:count], batch)
-    teacher_full = resize_maps(teacher[:count], tuple(images.shape[-2:]))
+    explainer, generated = _maps(out, cnn, images, targets, batch)
+    teacher_full = resize_maps(teacher_rows, tuple(images.shape[-2:]))
     faithfulness = {}
     for metric in (deletion, insertion):
         scores = {}
         for name, maps in (("generator", generated), ("teacher", teacher_full)):
-            curve = metric(explaining, images.to(device), maps.to(device), targets[:count].to(device),
+            curve = metric(explaining, images.to(device), maps.to(device), targets.to(device),
                            progress=progress)
             scores[name] = curve.auc.cpu().tolist()
         difference, se = paired(scores["generator"], scores["teacher"])

@@ -51,6 +51,9 @@ class Preprocessed(nn.Module):
         self.normalize = Normalize(normalize["mean"], normalize["std"])
         for name in ("mean", "std"):  # not part of the model's weights (hashes, state dicts)
             self.normalize._non_persistent_buffers_set.add(name)
+        weight = next(iter(model.parameters()), None)
+        if weight is not None:  # the model's device and dtype (a CUDA or half-precision CNN)
+            self.normalize.to(device=weight.device, dtype=weight.dtype if weight.is_floating_point() else None)
         self.model = model
         self.preprocess = preprocess
         if hasattr(model, "input_size"):

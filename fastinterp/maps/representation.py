@@ -233,8 +233,9 @@ def cnn_representation(
 ) -> Representation:
     """K cumulative maps (CGMs) and a teacher map from one forward and one backward pass.
 
-    The defaults are ``DEFAULT_REPRESENTATION`` (what the shipped generator was trained on); the
-    released code's setting is ``cnn_representation(model, images, **PAPER_PRESET)``.
+    The defaults are ``DEFAULT_REPRESENTATION`` (the shipped gradient generators were trained on
+    it with ``teacher="last"``, which their metadata records); the released code's setting is
+    ``cnn_representation(model, images, **PAPER_PRESET)``.
 
     Args:
         k: number of cumulative maps, positions by :func:`paper_positions` (too few layers for k
