@@ -266,6 +266,8 @@ def fit(
         raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
 
     rank, world = rank_world()  # under torchrun every rank builds its shards and trains; rank 0 writes
+    if world > 1 and processes > 1:
+        raise ValueError("processes: under torchrun the ranks come from torchrun; leave processes at 1")
     model = load_cnn(cnn, weights, num_classes)
     target = rank_device(None if device is None else str(device), rank)
     if target.type == "cuda" and target.index is None:  # "cuda" -> the current device, as parameters report it
