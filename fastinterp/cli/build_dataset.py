@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                              "'activation' (forward only: activation maps and the head's CAM)")
     parser.add_argument("--method", choices=sorted(METHODS))
     parser.add_argument("--order", choices=ORDERS)
-    parser.add_argument("--teacher", help="'last', 'first' or a module name")
+    parser.add_argument("--teacher", help="'pooled' (the feature map the head pools: the default preset's), 'last' (the last "
+                                             "conv: the activation preset's and the shipped generators'), 'first' or a "
+                                             "module name")
     parser.add_argument("--teacher-method", choices=BASELINES,
                         help="the explanation the generator learns (default: --method's map of the --teacher layer); "
                              "score-cam at the --teacher layer, rise of the whole model")
