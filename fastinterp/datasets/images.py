@@ -44,6 +44,7 @@ __all__ = [
     "digit_split_indices",
     "image_folder",
     "read_image",
+    "spread_indices",
     "num_classes",
     "synthetic_dataset",
     "textured_shapes",
@@ -561,6 +562,14 @@ class Subset(Dataset):
 
     def batch(self, indices: Sequence[int]):
         return self.data.batch([self.indices[i] for i in indices])
+
+
+def spread_indices(length: int, count: int) -> list[int]:
+    """``count`` evenly spaced indices of ``range(length)`` (all when count >= length): a sample of
+    a folder that is sorted by class reaches every class."""
+    if count >= length:
+        return list(range(length))
+    return [int(i * length / count) for i in range(count)]
 
 
 def collate(items: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -31,7 +31,7 @@ from fastinterp._core.hashing import weights_sha256
 from fastinterp._core.validation import check_size
 from fastinterp._version import __version__
 from fastinterp.baselines.methods import BASELINES, check_options
-from fastinterp.datasets.images import DatasetImages, ImageFiles, Subset
+from fastinterp.datasets.images import DatasetImages, ImageFiles, Subset, spread_indices
 from fastinterp.fitting.cnn import load_cnn
 from fastinterp.generator.training import AUGMENTATIONS
 from fastinterp.maps.options import ACTIVATION_REPRESENTATION, DEFAULT_REPRESENTATION, KINDS
@@ -88,18 +88,11 @@ def cnn_accuracy(model: nn.Module, data, limit: int = 512, batch_size: int = 64)
         return None
     view, n, correct = eval_view(model), min(limit, len(data)), 0
     device = next(iter(model.parameters())).device
-    rows = spread(len(data), n)  # evenly spaced: a folder is sorted by class
+    rows = spread_indices(len(data), n)  # evenly spaced: a folder is sorted by class
     for start in range(0, n, batch_size):
         images, labels, _ = data.batch(rows[start:start + batch_size])
         correct += int((view(images.to(device)).argmax(1).cpu() == labels).sum())
     return correct / n, n
-
-
-def spread(length: int, count: int) -> list[int]:
-    """``count`` evenly spaced indices of ``range(length)`` (all when count >= length)."""
-    if count >= length:
-        return list(range(length))
-    return [int(i * length / count) for i in range(count)]
 
 
 def _check_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:

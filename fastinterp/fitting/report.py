@@ -102,10 +102,10 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
         fidelity["ssim"] = fidelity["ssim_se"] = None
 
     # faithfulness and cost on the images at the CNN's input size, as explained in production
-    from fastinterp.fitting.pipeline import spread
+    from fastinterp.datasets.images import spread_indices
 
     count = min(report_images, len(val_data))
-    rows = spread(len(val_data), count)  # evenly spaced: a folder is sorted by class
+    rows = spread_indices(len(val_data), count)  # evenly spaced: a folder is sorted by class
     images, _, _ = val_data.batch(rows)
     targets = targets[rows]
     teacher_rows = teacher[rows]
