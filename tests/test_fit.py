@@ -253,22 +253,22 @@ def test_rerun_resumes_and_a_changed_option_is_refused(user, fitted, capsys):
 
 @pytest.mark.slow
 def test_an_interrupted_fit_resumes_to_the_same_generator(user, tmp_path, monkeypatch):
-    import fastinterp.generator.training as training
+    import fastinterp.fitting.pipeline as pipeline
 
     whole = tmp_path / "whole"
     args = lambda out: _fit_args(user, out, steps=6)  # noqa: E731
     assert main(args(whole)) == 0
-    real = training.train_generator
+    real = pipeline.train_generator
 
     def killed(*a, **k):  # the process dies after 3 steps: its saved state is all that is left
         real(*a, **{**k, "stop_after": 3})
         raise KeyboardInterrupt
 
     cut = tmp_path / "cut"
-    monkeypatch.setattr(training, "train_generator", killed)
+    monkeypatch.setattr(pipeline, "train_generator", killed)
     with pytest.raises(KeyboardInterrupt):
         main(args(cut))
-    monkeypatch.setattr(training, "train_generator", real)
+    monkeypatch.setattr(pipeline, "train_generator", real)
     assert main(args(cut)) == 0
     a, _ = load_generator(whole / "generator.safetensors")
     b, _ = load_generator(cut / "generator.safetensors")

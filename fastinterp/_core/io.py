@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-__all__ = ["check_state_fits", "load_tensors", "save_tensors"]
+__all__ = ["check_state_fits", "load_tensors", "save_tensors", "write_json"]
 
 _META_KEY = "fastinterp"
 
@@ -65,3 +65,12 @@ def check_state_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch
     if missing or unexpected or wrong:
         return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}"
     return None
+
+
+def write_json(path: str | Path, content: dict[str, Any]) -> None:
+    """Write ``content`` as indented, key-sorted JSON atomically (temporary file, then rename): a
+    reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -18,6 +18,7 @@ __all__ = [
     "check_model",
     "check_positions",
     "check_size",
+    "declared_outputs",
     "check_targets",
     "first_conv",
     "stem_weight",
@@ -34,6 +35,16 @@ def check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def declared_outputs(model: nn.Module) -> int | None:
+    """The number of classes ``model`` says it has without running it: its ``num_classes``
+    attribute (zoo CNNs), else its last ``nn.Linear``'s ``out_features``; None if neither."""
+    declared = getattr(model, "num_classes", None)
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cnn", required=True,
                         help="a zoo CNN checkpoint (.safetensors) or a torchvision model name (random weights)")
     parser.add_argument("--generator", default="demo",
-                        help="a generator checkpoint (.safetensors), or 'demo' for the shipped one (default)")
+                        help="a generator checkpoint (.safetensors), 'demo' (default) or a shipped generator's name")
     parser.add_argument("--out", type=Path, required=True, help="folder for explainer.onnx and generator.onnx")
     parser.add_argument("--input-size", type=positive_int, nargs="+",
                         help="H [W] of the exported images (default: the zoo CNN's, or 224)")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_size is not None and len(args.input_size) > 2:
         parser.error("--input-size: expected H or H W")
     size = None if args.input_size is None else (args.input_size * 2)[:2]
-    path = pretrained.path(pretrained.DEMO[1]) if args.generator == "demo" else Path(args.generator)
+    path = pretrained.generator_path(args.generator)
     if not path.is_file():
         raise FileNotFoundError(f"--generator: no checkpoint file at {path}")
     generator, _ = load_generator(path)

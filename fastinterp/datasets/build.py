@@ -40,8 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fastinterp._core.hashing import file_sha256, weights_sha256
-from fastinterp._core.io import save_tensors
-from fastinterp._core.validation import stem_weight
+from fastinterp._core.io import save_tensors, write_json
+from fastinterp._core.validation import declared_outputs, stem_weight
 from fastinterp._version import __version__
 from fastinterp.baselines import BASELINES, baseline_map, check_options
 from fastinterp.datasets.images import DATASETS, DatasetImages, SyntheticImages
@@ -107,11 +107,7 @@ def _output_classes(cnns: list[tuple[str, nn.Module]], dataset: object) -> list[
     classes = getattr(dataset, "classes", None)
     if classes:
         return list(classes)
-    model = cnns[0][1]
-    outputs = getattr(model, "num_classes", None)
-    if outputs is None:
-        last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        outputs = last[-1].out_features if last else None
+    outputs = declared_outputs(cnns[0][1])
     if outputs is None:
         raise ValueError("dataset: has no .classes and the CNN's number of outputs is unknown; wrap it in "
                          "fastinterp.datasets.images.DatasetImages(data, size, classes=[...])")
@@ -160,12 +156,6 @@ def _read_rank_file(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
         raise ValueError(f"out_dir: {path} was left by a build with another config; pass another out_dir or "
                          "delete it")
     return list(progress.get("shards", []))
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def _resize(images: torch.Tensor, masks: torch.Tensor | None, size: tuple[int, int], method: str):
@@ -408,9 +398,9 @@ def build_dataset(
             computed += 1
             written.append(entries[s])
             if world == 1:
-                _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+                write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
             else:  # every rank its own file: a killed build keeps what each rank finished
-                _write_json(_rank_file(out_dir, rank), {"format": RANK_FORMAT, "config": config, "shards": written})
+                write_json(_rank_file(out_dir, rank), {"format": RANK_FORMAT, "config": config, "shards": written})
     finally:
         bar.close()
     if part is not None:  # the call that follows all parts writes the manifest
@@ -427,7 +417,7 @@ def build_dataset(
                                            "recorded sha256 (do the ranks share one folder?)")
                     entries[entry["index"]] = entry
     if rank == 0:
-        _write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
+        write_json(out_dir / MANIFEST, manifest(complete=len(entries) == num_shards))
         for path in _rank_files(out_dir):  # now in the manifest
             path.unlink()
     if collective:

@@ -43,6 +43,7 @@ __all__ = [
     "collate",
     "digit_split_indices",
     "image_folder",
+    "held_out_split",
     "read_image",
     "spread_indices",
     "num_classes",
@@ -367,17 +368,24 @@ def read_image(path: str | Path, size: int | tuple[int, int] | None = None) -> t
     """One image file as (3, H, W) float32 in [0, 1]: anything Pillow reads, EXIF orientation
     applied, grayscale / RGBA / palette made RGB (alpha dropped); resized to ``size`` with
     ``fastinterp.maps.resize.resize_images`` (the resize of explain time) when given."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     from fastinterp.maps.resize import resize_images
 
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
+            tensor = pil_image_tensor(opened)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"images: cannot read {path} as an image ({error})") from None
-    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
     return tensor if size is None else resize_images(tensor[None], size)[0]
+
+
+def pil_image_tensor(image) -> torch.Tensor:
+    """A PIL image as (3, H, W) float32 in [0, 1]: EXIF orientation applied, any mode made RGB."""
+    from PIL import ImageOps
+    from torchvision.transforms.functional import pil_to_tensor
+
+    return pil_to_tensor(ImageOps.exif_transpose(image).convert("RGB")).float().div_(255)
 
 
 class ImageFiles(Dataset):
@@ -432,16 +440,10 @@ class ImageFiles(Dataset):
                 "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
     def split(self, fraction: float, seed: int) -> tuple[ImageFiles, ImageFiles]:
-        """(kept, held out): a seeded ``fraction`` of the files (at least one) held out."""
-        n = len(self.files)
-        held = max(1, round(n * fraction))
-        if held >= n:
-            raise ValueError(f"images: {n} image(s) are too few to hold out {fraction:.0%} for the report; add "
-                             "images or pass --val-images")
-        order = np.random.default_rng([seed, 11]).permutation(n)
-        pick = lambda rows: [self.files[i] for i in sorted(rows)]  # noqa: E731
-        return (ImageFiles(self.root, self.size, files=pick(order[held:]), classes=self.classes),
-                ImageFiles(self.root, self.size, files=pick(order[:held]), classes=self.classes))
+        """(kept, held out): :func:`held_out_split` of the files."""
+        kept, held = held_out_split(len(self.files), fraction, seed)
+        return (ImageFiles(self.root, self.size, files=[self.files[i] for i in kept], classes=self.classes),
+                ImageFiles(self.root, self.size, files=[self.files[i] for i in held], classes=self.classes))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -493,10 +495,7 @@ class DatasetImages(Dataset):
             item = item[0]
         image, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, None)
         if not batched and type(image).__module__.startswith("PIL."):  # e.g. torchvision's ImageFolder, no transform
-            from PIL import ImageOps
-
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-            image = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+            image = pil_image_tensor(image)
         dims = 4 if batched else 3
         if not isinstance(image, torch.Tensor) or image.dim() != dims or not image.is_floating_point() \
                 or image.shape[-3] != 3:
@@ -562,6 +561,17 @@ class Subset(Dataset):
 
     def batch(self, indices: Sequence[int]):
         return self.data.batch([self.indices[i] for i in indices])
+
+
+def held_out_split(length: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(kept, held out) sorted indices of ``range(length)``: a seeded ``fraction`` (at least one)
+    held out for a report. Raises when nothing would be left to train on."""
+    held = max(1, round(length * fraction))
+    if held >= length:
+        raise ValueError(f"images: {length} image(s) are too few to hold out {fraction:.0%} for the report; add "
+                         "images or pass --val-images")
+    order = np.random.default_rng([seed, 11]).permutation(length)
+    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
 
 
 def spread_indices(length: int, count: int) -> list[int]:

@@ -132,7 +132,7 @@ def load_cnn(spec: str | nn.Module, weights: str | Path | None = None, num_class
         num_classes: outputs of a ``torchvision:NAME`` model (required there; elsewhere the factory
             or checkpoint decides, and a given value must agree).
     """
-    from fastinterp._core.validation import check_model
+    from fastinterp._core.validation import check_model, declared_outputs
 
     if isinstance(spec, nn.Module):
         model = check_model(spec)
@@ -143,7 +143,7 @@ def load_cnn(spec: str | nn.Module, weights: str | Path | None = None, num_class
     if weights is not None and (isinstance(spec, nn.Module) or not _is_checkpoint(spec)):
         load_weights(model, weights, "--weights" if argument == "--cnn" else "weights")
     if num_classes is not None:
-        outputs = _outputs(model)
+        outputs = declared_outputs(model)
         if outputs is not None and outputs != num_classes:
             raise ValueError(f"num_classes: {num_classes} given, but the CNN has {outputs} outputs")
     return model if isinstance(spec, nn.Module) else model.eval()  # the user's module keeps its mode
@@ -153,11 +153,6 @@ def _is_checkpoint(spec: str) -> bool:
     from fastinterp import pretrained
 
     return spec in pretrained.names("cnn") or spec.endswith(".safetensors")
-
-
-def _outputs(model: nn.Module) -> int | None:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else getattr(model, "num_classes", None)
 
 
 def _build(spec: str, weights: Any, num_classes: int | None, argument: str) -> nn.Module:

@@ -27,15 +27,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastinterp._core.hashing import weights_sha256
+from fastinterp._core.hashing import file_sha256, weights_sha256
+from fastinterp._core.io import write_json
 from fastinterp._core.validation import check_size
 from fastinterp._version import __version__
 from fastinterp.baselines.methods import BASELINES, check_options
-from fastinterp.datasets.images import DatasetImages, ImageFiles, Subset, spread_indices
+from fastinterp.datasets.build import build_dataset, rank_device, rank_world
+from fastinterp.datasets.images import DatasetImages, ImageFiles, Subset, held_out_split, spread_indices
+from fastinterp.datasets.reader import ExplanationDataset, read_manifest
 from fastinterp.fitting.cnn import load_cnn
-from fastinterp.generator.training import AUGMENTATIONS
+from fastinterp.fitting.report import write_report
+from fastinterp.generator.checkpoint import load_generator
+from fastinterp.generator.networks import build_discriminator, build_generator
+from fastinterp.generator.training import AUGMENTATIONS, TrainConfig, train_generator
+from fastinterp.maps.eval_view import eval_view
 from fastinterp.maps.options import ACTIVATION_REPRESENTATION, DEFAULT_REPRESENTATION, KINDS
-from fastinterp.datasets.build import rank_device, rank_world
 from fastinterp.maps.preprocess import check_preprocess, parse_normalize, with_preprocess
 
 __all__ = ["FIT_FORMAT", "TEACHERS", "fit"]
@@ -62,18 +68,12 @@ def _images(images: object, input_size: tuple[int, int], classes: list[str], arg
 def _split(data, fraction: float, seed: int):
     if isinstance(data, ImageFiles):
         return data.split(fraction, seed)
-    n = len(data)
-    held = max(1, round(n * fraction))
-    if held >= n:
-        raise ValueError(f"images: {n} image(s) are too few to hold out {fraction:.0%}; add images or pass val_images")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(data, sorted(order[held:]), "train"), Subset(data, sorted(order[:held]), "val")
+    kept, held = held_out_split(len(data), fraction, seed)
+    return Subset(data, kept, "train"), Subset(data, held, "val")
 
 
 def _outputs(model: nn.Module, images: torch.Tensor) -> int:
     """The number of logits of ``model`` on ``images`` (through an eval view: the model is untouched)."""
-    from fastinterp.maps.eval_view import eval_view
-
     with torch.no_grad():
         return int(eval_view(model)(images[:1]).shape[1])
 
@@ -82,8 +82,6 @@ def _outputs(model: nn.Module, images: torch.Tensor) -> int:
 def cnn_accuracy(model: nn.Module, data, limit: int = 512, batch_size: int = 64) -> tuple[float, int] | None:
     """Top-1 accuracy (and count) of ``model`` (an eval-mode view; the user's module is untouched)
     on up to ``limit`` labelled images of ``data``; None when the images carry no labels."""
-    from fastinterp.maps.eval_view import eval_view
-
     if not getattr(data, "labelled", False):
         return None
     view, n, correct = eval_view(model), min(limit, len(data)), 0
@@ -114,17 +112,12 @@ def _check_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(out: Path, state: dict[str, Any]) -> None:
-    if rank_world()[0] != 0:
-        return
-    tmp = out / "fit.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
-    tmp.replace(out / "fit.json")
+    if rank_world()[0] == 0:
+        write_json(out / "fit.json", state)
 
 
 def _spawned_build(rank: int, world: int, cnn_spec: str, weights, num_classes, data, kwargs) -> None:
     """One worker of ``processes=N``: rebuilds the CNN from its spec and builds its shards."""
-    from fastinterp.datasets.build import build_dataset
-
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     model = load_cnn(cnn_spec, weights, num_classes)
     build_dataset([(kwargs.pop("cnn_id"), model)], data, part=(rank, world), **kwargs)
@@ -134,9 +127,6 @@ def _build(cnn_id: str, model: nn.Module, data, out_dir: Path, n: int, options: 
            processes: int, cnn_spec: object, weights, num_classes, estimate: bool) -> float:
     """Build one dataset folder; returns seconds spent. ``estimate``: after the first new shard, say
     how long the whole build will take."""
-    from fastinterp.datasets.build import build_dataset
-    from fastinterp.datasets.reader import read_manifest
-
     started = time.perf_counter()
     kwargs = dict(n=n, out_dir=out_dir, shard_size=SHARD_SIZE, progress=progress, **options)
     previous = read_manifest(out_dir)
@@ -229,8 +219,6 @@ def fit(
             shards as ``build_dataset`` does and train with DistributedDataParallel; rank 0 writes.
         progress: tqdm bars; False: one line per stage.
     """
-    from fastinterp.fitting.report import write_report
-
     out = Path(out)
     started = time.perf_counter()
     if representation not in KINDS:
@@ -293,9 +281,7 @@ def fit(
     # benchmarks/NOTES.md), and the generator learnt only the mean map.
     options = {"kind": representation, "k": k, "size": size, "method": base["method"], "order": "last_to_first",
                "teacher": "pooled", "skip_1x1": base["skip_1x1"], "preprocess": preprocess, "target": "predicted"}
-    if representation == "gradient" and teacher == "gradcam":
-        pass  # the representation's own pass computes the teacher
-    else:
+    if not (representation == "gradient" and teacher == "gradcam"):  # else the representation's pass computes it
         options.update(teacher_method=teacher, teacher_options=teacher_options)
     cnn_id = cnn.split(":")[-1] if isinstance(cnn, str) else type(model).__name__
     cnn_id = Path(cnn_id).stem if isinstance(cnn, str) and cnn.endswith(".safetensors") else cnn_id
@@ -341,8 +327,6 @@ def fit(
 
     if rank != 0:  # the other ranks of a torchrun fit are done: rank 0 writes the report
         return out / "generator.safetensors"
-    from fastinterp._core.hashing import file_sha256
-
     generator_sha256 = file_sha256(out / "generator.safetensors")
     previous = state.get("report") or {}
     if previous.get("generator_sha256") != generator_sha256 or previous.get("report_images") != min(
@@ -360,11 +344,6 @@ def fit(
 
 def _train(out: Path, options: dict, config: dict, classes, steps: int, batch_size: int, augment: tuple[str, ...],
            seed: int, progress: bool, device: torch.device) -> float:
-    from fastinterp.datasets.reader import ExplanationDataset
-    from fastinterp.generator.checkpoint import load_generator
-    from fastinterp.generator.networks import build_discriminator, build_generator
-    from fastinterp.generator.training import TrainConfig, train_generator
-
     path = out / "generator.safetensors"
     if path.is_file():
         try:

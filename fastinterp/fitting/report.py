@@ -21,8 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastinterp.baselines.methods import baseline_map
+from fastinterp.datasets.images import spread_indices
+from fastinterp.datasets.reader import ExplanationDataset
 from fastinterp.evaluation.stats import mean_se, paired
+from fastinterp.generator.checkpoint import load_generator
+from fastinterp.maps.eval_view import eval_view
+from fastinterp.maps.forward_only import pooled_layer
 from fastinterp.maps.preprocess import with_preprocess
+from fastinterp.maps.resize import resize_maps
+from fastinterp.metrics import mae, pearson
+from fastinterp.metrics.faithfulness import deletion, insertion
+from fastinterp.metrics.fidelity import ssim
+from fastinterp.runtime.compiler import compile as compile_explainer
 
 __all__ = ["write_report"]
 
@@ -60,8 +71,6 @@ def _grid(path: Path, images: torch.Tensor, teacher: torch.Tensor, generated: to
 @torch.no_grad()
 def _maps(out: Path, cnn: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch: int):
     """The compiled explainer of ``out/generator.safetensors`` and its maps (B, H, W) for ``targets``."""
-    from fastinterp.runtime.compiler import compile as compile_explainer
-
     explainer = compile_explainer(cnn, out / "generator.safetensors", input_size=tuple(images.shape[-2:]))
     device = explainer.device
     maps = torch.cat([explainer.explain(images[s:s + batch].to(device), targets[s:s + batch].to(device)).maps.cpu()
@@ -73,13 +82,6 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
                  state: dict[str, Any], report_images: int, progress: bool) -> dict[str, Any]:
     """Score the fitted generator on the held-out examples of ``out/data/val``; write
     ``out/report.md`` and ``out/grid.png``; returns the numbers (stored in ``fit.json``)."""
-    from fastinterp.baselines.methods import baseline_map
-    from fastinterp.datasets.reader import ExplanationDataset
-    from fastinterp.generator.checkpoint import load_generator
-    from fastinterp.maps.resize import resize_maps
-    from fastinterp.metrics import mae, pearson
-    from fastinterp.metrics.faithfulness import deletion, insertion
-
     held = ExplanationDataset(out / "data" / "val")
     generator, metadata = load_generator(out / "generator.safetensors")
     generator.eval()
@@ -95,15 +97,11 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
     for name, values in (("mae", mae(predicted, teacher)), ("pearson", pearson(predicted, teacher))):
         fidelity[name], fidelity[f"{name}_se"] = mean_se(values.double().tolist())
     try:
-        from fastinterp.metrics.fidelity import ssim
-
         fidelity["ssim"], fidelity["ssim_se"] = mean_se(ssim(predicted.clamp(0, 1), teacher.clamp(0, 1)).tolist())
     except ImportError:  # torchmetrics is in the eval extra
         fidelity["ssim"] = fidelity["ssim_se"] = None
 
     # faithfulness and cost on the images at the CNN's input size, as explained in production
-    from fastinterp.datasets.images import spread_indices
-
     count = min(report_images, len(val_data))
     rows = spread_indices(len(val_data), count)  # evenly spaced: a folder is sorted by class
     images, _, _ = val_data.batch(rows)
@@ -127,11 +125,9 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
                                          "within_2se": abs(difference) <= 2 * se}
 
     timing = images[:min(count, 32)].to(device)
-    from fastinterp.maps.eval_view import eval_view
-
     forward_view = eval_view(explaining)  # eval mode without touching the user's module
     teacher_name = config["teacher"]
-    rep_layer = None if teacher_name == "rise" else _pooled(explaining, timing)
+    rep_layer = None if teacher_name == "rise" else pooled_layer(explaining, timing)  # None: the last conv
     options = config["teacher_options"] or {}
     with torch.no_grad():
         forward_ms = _per_image_ms(lambda x: forward_view(x), timing, batch)
@@ -147,12 +143,6 @@ def write_report(out: Path, cnn: nn.Module, preprocess: dict | None, val_data, c
               "steps_done": metadata.get("steps_done")}
     (out / "report.md").write_text(_markdown(config, state, report))
     return report
-
-
-def _pooled(cnn: nn.Module, images: torch.Tensor) -> str | None:
-    from fastinterp.maps.forward_only import pooled_layer
-
-    return pooled_layer(cnn, images)
 
 
 def _markdown(config: dict, state: dict, report: dict) -> str:

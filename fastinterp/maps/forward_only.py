@@ -143,6 +143,26 @@ _PLANS_LOCK = threading.Lock()
 _PLANS_PER_MODEL = 8
 
 
+_MISSING = object()
+
+
+def _cached(store: weakref.WeakKeyDictionary, model: nn.Module, key: tuple):
+    """What ``store`` holds for (model, key), else ``_MISSING``."""
+    with _PLANS_LOCK:
+        return store.get(model, {}).get(key, _MISSING)
+
+
+def _remember(store: weakref.WeakKeyDictionary, model: nn.Module, key: tuple, value):
+    """Keep ``value`` for (model, key): the ``_PLANS_PER_MODEL`` input sizes served most recently
+    per model (the oldest is dropped). Returns ``value``."""
+    with _PLANS_LOCK:
+        entries = store.setdefault(model, {})
+        entries[key] = value
+        while len(entries) > _PLANS_PER_MODEL:
+            entries.pop(next(iter(entries)))
+    return value
+
+
 def _plan_key(model: nn.Module, images: torch.Tensor) -> tuple:
     """A plan holds for an input shape and a module tree (a replaced head gets a new plan)."""
     return tuple(images.shape[1:]), tuple(map(id, model.modules()))
@@ -153,9 +173,8 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
     ``images``' shape; cached per model and input shape. Raises ValueError for a head that does not
     pool the last feature map."""
     key = _plan_key(model, images)
-    with _PLANS_LOCK:
-        plan = _PLANS.get(model, {}).get(key)
-    if plan is not None:
+    plan = _cached(_PLANS, model, key)
+    if plan is not _MISSING:
         return plan
     view = eval_view(model)
     module_inputs: dict[int, tuple[str, torch.Tensor]] = {}
@@ -199,12 +218,7 @@ def head_plan(model: nn.Module, images: torch.Tensor) -> HeadPlan:
     plan = HeadPlan(pool_index=len(probe.pools) - 1, linear=linear,
                     pool_module=probe.pool_module if (not linear or linear_module is not None) else None,
                     linear_module=linear_module)
-    with _PLANS_LOCK:
-        plans = _PLANS.setdefault(model, {})
-        plans[key] = plan
-        while len(plans) > _PLANS_PER_MODEL:  # input sizes served recently; the oldest is dropped
-            plans.pop(next(iter(plans)))
-    return plan
+    return _remember(_PLANS, model, key, plan)
 
 
 _POOLED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
@@ -219,10 +233,9 @@ def pooled_layer(model: nn.Module, images: torch.Tensor) -> str | None:
     pooling ends the trunk (a conv runs after it, or there is none): the caller falls back to the
     last conv."""
     key = _plan_key(model, images)
-    with _PLANS_LOCK:
-        cached = _POOLED.get(model, {})
-        if key in cached:
-            return cached[key]
+    name = _cached(_POOLED, model, key)
+    if name is not _MISSING:
+        return name
     view = eval_view(model)
     outputs: list[tuple[str, torch.Tensor]] = []
     for module_name, module in view.named_modules():
@@ -238,12 +251,7 @@ def pooled_layer(model: nn.Module, images: torch.Tensor) -> str | None:
         before = outputs[:probe.outputs_before_pool]
         exact = [n for n, out in before if out is probe.pool_features]
         name = exact[-1] if exact else (before[-1][0] if before else None)
-    with _PLANS_LOCK:
-        plans = _POOLED.setdefault(model, {})
-        plans[key] = name
-        while len(plans) > _PLANS_PER_MODEL:
-            plans.pop(next(iter(plans)))
-    return name
+    return _remember(_POOLED, model, key, name)
 
 
 class _HeadTap(TorchFunctionMode):

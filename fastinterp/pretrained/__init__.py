@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEMO", "SHIPPED", "Shipped", "names", "path"]
+__all__ = ["DEMO", "SHIPPED", "Shipped", "generator_path", "names", "path"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,11 @@ def path(name: str) -> Path:
         if name not in _PATHS:
             _PATHS[name] = Path(_OPEN.enter_context(resources.as_file(resources.files(__name__) / entry.file)))
     return _PATHS[name]
+
+
+def generator_path(generator: str | Path) -> Path:
+    """Where a generator is taken: "demo" (the demo's generator) or a shipped generator's name ->
+    its file; anything else is a checkpoint path, returned as a ``Path`` (not checked here)."""
+    if isinstance(generator, str) and (generator == "demo" or generator in names("generator")):
+        return path(DEMO[1] if generator == "demo" else generator)
+    return Path(generator)

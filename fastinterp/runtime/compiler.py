@@ -42,12 +42,10 @@ GENERATOR_IMAGE_CHANNELS = 3  # every generator of fastinterp.generator.networks
 
 def _resolve_generator(generator: object) -> tuple[nn.Module, dict | None]:
     if isinstance(generator, (str, Path)):
-        shipped = pretrained.names("generator")
-        if isinstance(generator, str) and (generator == "demo" or generator in shipped):
-            generator = pretrained.path(pretrained.DEMO[1] if generator == "demo" else generator)
-        elif not Path(generator).is_file():
+        generator = pretrained.generator_path(generator)
+        if not generator.is_file():
             raise FileNotFoundError(f"generator: no checkpoint file at {generator} (and not a shipped generator: "
-                                    f"'demo' or one of {shipped})")
+                                    f"'demo' or one of {pretrained.names('generator')})")
         module, metadata = load_generator(generator)
         return module, metadata
     config = getattr(generator, "config", None)
@@ -223,8 +221,7 @@ def compile(
     cnn = _device_copy(cnn, target)
     preprocess = preprocess_of(metadata)
     if preprocess is not None:  # the CNN explains the input it expects; explain() takes [0, 1] images
-        cnn = with_preprocess(cnn, preprocess)
-        cnn.normalize.to(device=target, dtype=weight.dtype)
+        cnn = with_preprocess(cnn, preprocess)  # its normalisation on the CNN's device, in its dtype
     module = _generator_copy(module, target)
     ops_backend = "auto" if backend == "onnxruntime" else backend  # the eager explainer the export is made from
     size = input_size if input_size is not None else getattr(cnn, "input_size", None) or 224
