@@ -2,7 +2,7 @@
 takes it:
 
     path/to/cnn.safetensors        a zoo checkpoint (``fastinterp zoo``; its metadata rebuilds it)
-    digits-mobilenet_v3_small      a shipped CNN (``fastinterp.pretrained``)
+    digits-mobilenet_v3_small      a shipped CNN (``fastinterp.pretrained.names("cnn")``; "demo": the demo's)
     torchvision:NAME               ``torchvision.models.get_model(NAME, weights=None, num_classes=N)``
     path/to/file.py:factory        a callable in a Python file, returning an ``nn.Module``
     package.module:factory         the same from an importable module
@@ -152,7 +152,7 @@ def load_cnn(spec: str | nn.Module, weights: str | Path | None = None, num_class
 def _is_checkpoint(spec: str) -> bool:
     from fastinterp import pretrained
 
-    return spec in pretrained.names("cnn") or spec.endswith(".safetensors")
+    return pretrained.cnn_path(spec) is not None or spec.endswith(".safetensors")
 
 
 def _build(spec: str, weights: Any, num_classes: int | None, argument: str) -> nn.Module:
@@ -161,7 +161,7 @@ def _build(spec: str, weights: Any, num_classes: int | None, argument: str) -> n
     if _is_checkpoint(spec):
         from fastinterp.datasets.zoo import load_cnn as load_zoo_cnn
 
-        path = pretrained.path(spec) if spec in pretrained.names("cnn") else Path(spec)
+        path = pretrained.cnn_path(spec) or Path(spec)
         if weights is not None:
             raise ValueError(f"{argument}: {spec} is a zoo checkpoint with its own weights; leave out --weights")
         if not path.is_file():

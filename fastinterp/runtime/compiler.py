@@ -45,7 +45,7 @@ def _resolve_generator(generator: object) -> tuple[nn.Module, dict | None]:
         generator = pretrained.generator_path(generator)
         if not generator.is_file():
             raise FileNotFoundError(f"generator: no checkpoint file at {generator} (and not a shipped generator: "
-                                    f"'demo' or one of {pretrained.names('generator')})")
+                                    f"'demo' or one of {sorted(pretrained.names('generator'))})")
         module, metadata = load_generator(generator)
         return module, metadata
     config = getattr(generator, "config", None)
