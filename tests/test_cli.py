@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fastinterp._version import __version__
 from fastinterp.cli import COMMANDS, main
@@ -83,3 +84,41 @@ def test_the_installed_entry_point_exits_2_without_a_traceback(tmp_path):
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "fastinterp train-generator: error: argument --data:" in done.stderr
+
+
+def test_evaluate_takes_shipped_names_by_their_registry_name(tmp_path, capsys):
+    from fastinterp import pretrained
+    from fastinterp.cli.args import named_paths
+
+    own = tmp_path / "mine.safetensors"
+    own.write_bytes(b"")  # named_paths checks the file is there; evaluate reads it
+    cnns = named_paths(["digits-mobilenet_v3_small", f"own={own}", str(own)], None, "--cnn", "cnn")
+    assert cnns == {"digits-mobilenet_v3_small": pretrained.path("digits-mobilenet_v3_small"), "own": own, "mine": own}
+    assert named_paths(["demo"], None, "--cnn", "cnn") == {pretrained.DEMO[0]: pretrained.path(pretrained.DEMO[0])}
+    generators = named_paths(["fast", "fo=fast-fo", "demo"], {}, "--generator", "generator")
+    assert generators == {"fast": pretrained.path("fast"), "fo": pretrained.path("fast-fo")}
+    with pytest.raises(ValueError, match=r"--generator: nope is not a file, nor a shipped generator \(demo, fast, "):
+        named_paths(["nope"], {}, "--generator", "generator")
+    assert main(["evaluate", "--cnn", "nope", "--out", str(tmp_path)]) == 2
+    (line,) = error_lines(capsys)
+    assert line.startswith("fastinterp evaluate: error: --cnn: nope is not a file, nor a shipped cnn (demo, "
+                           "digits-mobilenet_v3_small, shapes-mobilenet_v3_small)")
+
+
+def test_export_takes_shipped_names_and_torchvision_names(tmp_path, capsys):
+    from fastinterp.cli.export import _export_cnn
+
+    cnn, meta = _export_cnn("digits-mobilenet_v3_small", None, None)  # a zoo checkpoint: its class names come along
+    assert meta["classes"] and len(meta["classes"]) == cnn.num_classes == 10
+    assert _export_cnn("demo", None, None)[1] == meta
+    model, meta = _export_cnn("resnet18", None, 7)  # a bare torchvision name: torchvision:resnet18
+    assert model.fc.out_features == 7 and meta == {}
+    (tmp_path / "model.py").write_text("from torch import nn\n\ndef factory():\n    return nn.Sequential("
+                                       "nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n")
+    assert isinstance(_export_cnn(f"{tmp_path}/model.py:factory", None, None)[0][0], torch.nn.Conv2d)
+    assert main(["export", "--cnn", "nope", "--out", str(tmp_path)]) == 2
+    (line,) = error_lines(capsys)
+    assert "--cnn: 'nope' is neither a file, a shipped CNN (demo, digits-mobilenet_v3_small" in line
+    assert main(["export", "--cnn", "demo", "--generator", "nope", "--out", str(tmp_path)]) == 2
+    (line,) = error_lines(capsys)
+    assert "--generator: no checkpoint file at nope, nor a shipped generator (demo, fast, fast-fo" in line

@@ -18,6 +18,7 @@ from torch import nn
 import fastinterp
 from fastinterp.generator.checkpoint import save_generator
 from fastinterp.generator.networks import build_generator
+from fastinterp.maps.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 
 
 def generator(k: int = 8, size: int = 64, seed: int = 0) -> nn.Module:
@@ -319,6 +320,82 @@ def test_bench_quick_report_is_complete(tmp_path, capsys):
     threads = torch.get_num_threads()  # the default: torch's
     assert {r["threads"] for r in report["rows"]} == {threads}
     assert table.count(f"\n| {threads} | 2 |") == len(report["rows"]) + len(report["breakdown"])
+
+
+USER_CNN = """
+from torch import nn
+
+
+def factory():
+    layers, channels = [], 3
+    for out, stride in ((8, 1), (16, 2), (16, 2), (32, 2)):
+        layers += [nn.Conv2d(channels, out, 3, stride=stride, padding=1), nn.ReLU()]
+        channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 5))
+"""
+
+
+def user_pair(tmp_path):
+    """A user's CNN (a 4-conv factory in model.py) and a generator checkpoint made for it (activation
+    representation, ImageNet normalisation, 48x40 inputs recorded, as `fastinterp fit` records them)."""
+    (tmp_path / "model.py").write_text(USER_CNN)
+    options = {**fastinterp.ACTIVATION_REPRESENTATION, "k": 4, "size": 32}
+    ckpt = save_generator(tmp_path / "mine.safetensors", generator(k=4, size=32), representation=options,
+                          preprocess=IMAGENET, input_size=[48, 40])
+    return f"{tmp_path}/model.py:factory", ckpt
+
+
+def test_bench_profiles_a_users_cnn_and_generator(tmp_path, capsys):
+    from fastinterp.cli.bench import main
+
+    spec, ckpt = user_pair(tmp_path)
+    out = tmp_path / "bench.json"
+    assert main(["--cnn", spec, "--generator", str(ckpt), "--quick", "--threads", "1", "--no-progress",
+                 "--no-pytorch-grad-cam", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    methods = {r["method"] for r in report["rows"]}
+    assert methods == {"forward", "gradcam", "hand-activation", "explain-activation"}  # the generator's kind only
+    assert report["representations"] == ["activation"] and report["input"] == "3x48x40"  # its recorded size
+    assert spec in report["model"] and str(ckpt) in report["model"] and "normalised: imagenet" in report["model"]
+    for row in report["rows"]:
+        assert np.isfinite(row["ratio_to_forward"]) and row["ratio_to_forward"] > 0, row["method"]
+        assert row["outside_ops_ms"] is None or row["outside_ops_ms"] >= 0, row["method"]
+    assert all(row["outside_ops_ms"] is not None for row in report["rows"])  # batch 2 is the smallest
+    assert spec in capsys.readouterr().out
+
+
+def test_bench_forward_baseline_has_the_generators_normalisation(tmp_path):
+    """Like with like: every baseline runs the CNN behind the normalisation compile applies."""
+    from fastinterp.runtime.bench import BenchConfig, _models
+
+    spec, ckpt = user_pair(tmp_path)
+    pair = _models(BenchConfig(cnn=spec, generator=str(ckpt)))
+    x = pictures(2, 48)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(pair.model(x), pair.explained((x - mean) / std))
+    assert pair.kind == "activation" and pair.size == (48, 40)
+    with pytest.raises(ValueError, match="normalize: the generator records"):
+        _models(BenchConfig(cnn=spec, generator=str(ckpt), normalize="0,0,0/1,1,1"))
+    with pytest.raises(ValueError, match=r"generator: 'nope' is neither .* shipped generator \(one of demo, fast"):
+        _models(BenchConfig(cnn=spec, generator="nope"))
+
+
+def test_bench_python_time_cannot_go_negative():
+    """Per profiled call: its own wall time minus the union of its ops' intervals (overlapping ops
+    of two threads and nested ops counted once, record_function ranges not counted)."""
+    from types import SimpleNamespace
+
+    from fastinterp.runtime.bench import _busy_ms, _outside_ops_ms
+
+    def event(start, end, annotation=False):
+        return SimpleNamespace(time_range=SimpleNamespace(start=start, end=end), is_user_annotation=annotation)
+
+    events = [event(0, 1000), event(100, 200), event(500, 1500), event(0, 9000, annotation=True), event(2000, 2500)]
+    assert _busy_ms(events) == pytest.approx(2.0)  # 0-1500 and 2000-2500 us
+    big = torch.rand(700, 700)
+    values = _outside_ops_ms({"one-op": lambda: torch.mm(big, big), "python": lambda: sum(range(20000))}, iters=3)
+    assert 0 <= values["one-op"] < 5 and values["python"] > 0
 
 
 def test_concurrent_explainers_of_one_cnn_do_not_interfere():

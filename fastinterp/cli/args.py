@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fastinterp.cli.commands import COMMANDS
 
-__all__ = ["checkpoint_file", "command_parser", "dataset_folder", "key_values", "named_paths", "positive_int"]
+__all__ = ["checkpoint_file", "command_parser", "dataset_folder", "key_values", "named_paths", "normalize",
+           "positive_int", "shipped_checkpoint", "shipped_names"]
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
@@ -41,6 +42,16 @@ def dataset_folder(text: str) -> Path:
     return path
 
 
+def normalize(text: str) -> dict | None:
+    """--normalize: "imagenet", "none" or "M1,M2,M3/S1,S2,S3" (``maps.preprocess.parse_normalize``)."""
+    from fastinterp.maps.preprocess import parse_normalize
+
+    try:
+        return parse_normalize(text, "")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).lstrip(": ")) from None
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -51,19 +62,46 @@ def positive_int(text: str) -> int:
     return value
 
 
-def named_paths(items: list[str] | None, default: dict[str, Path] | None, flag: str) -> dict[str, Path] | None:
-    """``[NAME=]PATH`` items -> {name: path} (the name defaults to the file's stem); ``default``
-    when none are given."""
+def shipped_names(kind: str) -> str:
+    """The names a shipped checkpoint of ``kind`` ("cnn" or "generator") is taken by, for errors."""
+    from fastinterp import pretrained
+
+    return ", ".join(["demo", *pretrained.names(kind)])
+
+
+def shipped_checkpoint(spec: str, kind: str) -> tuple[str, Path] | None:
+    """(registry name, file) of the shipped ``kind`` checkpoint ``spec`` names ("demo": the demo's),
+    else None."""
+    from fastinterp import pretrained
+
+    if spec != "demo" and spec not in pretrained.names(kind):
+        return None
+    name = pretrained.DEMO[0 if kind == "cnn" else 1] if spec == "demo" else spec
+    return name, pretrained.path(name)
+
+
+def named_paths(items: list[str] | None, default: dict[str, Path] | None, flag: str,
+                kind: str | None = None) -> dict[str, Path] | None:
+    """``[NAME=]CHECKPOINT`` items -> {name: path}; ``default`` when none are given. With ``kind``
+    ("cnn" or "generator"), a CHECKPOINT that is a shipped name (or "demo") is that shipped file,
+    named by its registry name; otherwise it is a file, named by its stem. Raises ValueError
+    naming ``flag`` (and the shipped names) for anything else."""
     if not items:
         return default
     out = {}
     for item in items:
-        name, sep, path = item.partition("=")
+        name, sep, spec = item.partition("=")
         if not sep:
-            name, path = Path(item).stem, item
-        if not Path(path).is_file():
-            raise SystemExit(f"{flag}: {path} is not a file")
-        out[name] = Path(path)
+            name, spec = "", item
+        shipped = shipped_checkpoint(spec, kind) if kind is not None else None
+        if shipped is not None:
+            out[name or shipped[0]] = shipped[1]
+            continue
+        path = Path(spec)
+        if not path.is_file():
+            also = f", nor a shipped {kind} ({shipped_names(kind)})" if kind is not None else ""
+            raise ValueError(f"{flag}: {spec} is not a file{also}")
+        out[name or path.stem] = path
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fastinterp.baselines import BASELINES
-from fastinterp.cli.args import command_parser, named_paths
+from fastinterp.cli.args import command_parser, named_paths, shipped_names
 from fastinterp.evaluation.report import quick_config, render_report, run_evaluation
 from fastinterp.evaluation.run import EvaluationConfig
 
@@ -21,11 +21,13 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("evaluate")
     parser.add_argument("--cnn", nargs="+", metavar="[NAME=]CHECKPOINT",
-                        help="zoo CNN checkpoints (default: the shipped digits and shapes CNNs); each is evaluated on "
-                             "the held-out test split of the dataset it was trained on")
+                        help="zoo CNN checkpoints: files or shipped CNNs (" + shipped_names("cnn") + "); default: the "
+                             "shipped digits and shapes CNNs; each is evaluated on the held-out test split of the "
+                             "dataset it was trained on")
     parser.add_argument("--generator", nargs="*", metavar="[NAME=]CHECKPOINT",
-                        help="generator checkpoints (default: the shipped fast, forward-only fast and gsft generators); "
-                             "--generator with no value: baselines only")
+                        help="generator checkpoints: files or shipped generators (" + shipped_names("generator")
+                             + "); default: the shipped fast, forward-only fast and gsft generators; --generator "
+                               "with no value: baselines only")
     parser.add_argument("--baselines", nargs="*", default=None, choices=BASELINES, metavar="BASELINE",
                         help=f"some of {', '.join(BASELINES)} (default: all)")
     parser.add_argument("--n", type=int, default=None, help="images per CNN (default 128; --quick 8)")
@@ -62,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                      rise_masks=args.rise_masks or config.rise_masks)
     baselines = tuple(args.baselines) if args.baselines is not None else BASELINES
     # None: run_evaluation's defaults (the shipped CNNs and generators); --generator with no value: none
-    cnns = named_paths(args.cnn, None, "--cnn")
-    generators = None if args.generator is None else named_paths(args.generator, {}, "--generator")
+    cnns = named_paths(args.cnn, None, "--cnn", "cnn")
+    generators = None if args.generator is None else named_paths(args.generator, {}, "--generator", "generator")
     clash = sorted(set(generators or ()) & set(BASELINES))
     if clash:
         parser.error(f"--generator: the names {clash} are baselines' names; name the generators otherwise (NAME=PATH)")

@@ -12,41 +12,61 @@ import torch
 import torchvision
 
 from fastinterp import pretrained
-from fastinterp.cli.args import command_parser, positive_int
-from fastinterp.datasets.zoo import load_cnn
+from fastinterp.cli.args import command_parser, normalize, positive_int, shipped_checkpoint, shipped_names
+from fastinterp.datasets.zoo import load_cnn as load_zoo_cnn
 from fastinterp.export.onnx import export_generator
+from fastinterp.fitting.cnn import load_cnn
 from fastinterp.generator.checkpoint import load_generator
+from fastinterp.maps.preprocess import preprocess_of, with_preprocess
 from fastinterp.runtime.compiler import compile as compile_explainer
 from fastinterp.runtime.onnx_backend import load_onnx
 
 __all__ = ["main"]
 
 
-def _export_cnn(spec: str, num_classes: int):
-    """--cnn: a zoo checkpoint (.safetensors) -> (model, metadata), or a torchvision model name
-    (random weights, for a try-out) -> (model, {})."""
-    path = Path(spec)
-    if path.suffix == ".safetensors" or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"--cnn: no checkpoint file at {path}")
-        return load_cnn(path)
+def _export_cnn(spec: str, weights: Path | None, num_classes: int | None):
+    """--cnn (``fitting.cnn.load_cnn``'s specs; a bare torchvision name is torchvision:NAME, random
+    weights unless --weights) -> (model, metadata): a zoo checkpoint's metadata (class names, input
+    size), else {}."""
+    shipped = shipped_checkpoint(spec, "cnn")
+    zoo = shipped[1] if shipped is not None else Path(spec) if spec.endswith(".safetensors") else None
+    if weights is None and zoo is not None and zoo.is_file():
+        try:
+            return load_zoo_cnn(zoo)
+        except ValueError:
+            pass  # load_cnn says what is wrong with it, as `fastinterp fit` does
     builders = torchvision.models.list_models(module=torchvision.models)
-    if spec not in builders:
-        raise ValueError(f"--cnn: {spec!r} is neither a zoo checkpoint (.safetensors) nor a torchvision classification "
-                         f"model (e.g. resnet50, mobilenet_v3_small, efficientnet_b0)")
-    return torchvision.models.get_model(spec, weights=None, num_classes=num_classes).eval(), {}
+    unknown = not zoo.is_file() if zoo is not None else ":" not in spec and not Path(spec).is_file()
+    if unknown:  # a name (or a missing file): torchvision's, for backward compatibility
+        if spec not in builders:
+            raise ValueError(f"--cnn: {spec!r} is neither a file, a shipped CNN ({shipped_names('cnn')}) nor a "
+                             "torchvision classification model (e.g. resnet50, mobilenet_v3_small, efficientnet_b0); "
+                             "also taken: torchvision:NAME, path/to/file.py:factory, package.module:factory")
+        spec = f"torchvision:{spec}"
+    if spec.startswith("torchvision:") and num_classes is None:
+        num_classes = 1000
+    return load_cnn(spec, weights, num_classes, argument="--cnn"), {}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("export")
-    parser.add_argument("--cnn", required=True,
-                        help="a zoo CNN checkpoint (.safetensors) or a torchvision model name (random weights)")
+    parser.add_argument("--cnn", required=True, metavar="SPEC",
+                        help="a zoo CNN checkpoint (.safetensors), a shipped CNN (" + shipped_names("cnn") + "), a "
+                             "torchvision model name (random weights unless --weights; also torchvision:NAME), "
+                             "path/to/file.py:factory or package.module:factory")
+    parser.add_argument("--weights", type=Path, help="the CNN's state dict: .safetensors, or .pt/.pth (read with "
+                                                     "weights_only=True)")
+    parser.add_argument("--normalize", type=normalize, default=None, metavar="imagenet|none|M1,M2,M3/S1,S2,S3",
+                        help="what the CNN expects of [0, 1] images, where the generator records nothing (default: "
+                             "the CNN takes the exported file's input as it is)")
     parser.add_argument("--generator", default="demo",
-                        help="a generator checkpoint (.safetensors), 'demo' (default) or a shipped generator's name")
+                        help="a generator checkpoint (.safetensors), 'demo' (default) or a shipped generator ("
+                             + shipped_names("generator") + ")")
     parser.add_argument("--out", type=Path, required=True, help="folder for explainer.onnx and generator.onnx")
     parser.add_argument("--input-size", type=positive_int, nargs="+",
                         help="H [W] of the exported images (default: the zoo CNN's, or 224)")
-    parser.add_argument("--num-classes", type=positive_int, default=1000, help="classes of a torchvision model")
+    parser.add_argument("--num-classes", type=positive_int, default=None,
+                        help="classes of a torchvision model (default 1000)")
     parser.add_argument("--representation", choices=("gradient", "activation"),
                         help="override the generator's representation kind")
     parser.add_argument("--dynamic-size", action="store_true", help="any H and W (default: fixed)")
@@ -57,18 +77,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip running the file in ONNX Runtime against the torch backend")
     args = parser.parse_args(argv)
 
-    cnn, meta = _export_cnn(args.cnn, args.num_classes)
     if args.input_size is not None and len(args.input_size) > 2:
         parser.error("--input-size: expected H or H W")
-    size = None if args.input_size is None else (args.input_size * 2)[:2]
     path = pretrained.generator_path(args.generator)
     if not path.is_file():
-        raise FileNotFoundError(f"--generator: no checkpoint file at {path}")
-    generator, _ = load_generator(path)
+        raise FileNotFoundError(f"--generator: no checkpoint file at {path}, nor a shipped generator "
+                                f"({shipped_names('generator')})")
+    cnn, meta = _export_cnn(args.cnn, args.weights, args.num_classes)
+    size = None if args.input_size is None else (args.input_size * 2)[:2]
+    generator, metadata = load_generator(path)
+    recorded = preprocess_of(metadata)
+    if args.normalize is not None and recorded is not None and args.normalize != recorded:
+        parser.error(f"--normalize: the generator records the CNN's normalisation ({recorded['normalize']}), which "
+                     "the explainer applies; leave out --normalize")
+    if recorded is None:  # compile applies a recorded one itself
+        cnn = with_preprocess(cnn, args.normalize)
+    preprocess = recorded if recorded is not None else args.normalize
     explainer = compile_explainer(cnn, generator, input_size=size, representation=args.representation)
     args.out.mkdir(parents=True, exist_ok=True)
     classes = meta.get("classes")
-    value_range = "RGB in [0, 1] (the zoo CNN normalises inside)" if meta else None
+    value_range = ("RGB in [0, 1] (the zoo CNN normalises inside)" if meta else
+                   "RGB in [0, 1] (normalised before the CNN)" if preprocess is not None else None)
     start = time.perf_counter()
     path = explainer.export_onnx(args.out / "explainer.onnx", dynamic_batch=not args.static_batch,
                                  dynamic_size=args.dynamic_size, opset=args.opset, fp16=args.fp16,
@@ -80,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_check:
         h, w = explainer.input_size
         images = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
-        if meta.get("input_size") is None:  # a torchvision model: ImageNet-like normalised input
+        if not meta and preprocess is None:  # a CNN taking normalised input: ImageNet-like values
             images = (images - 0.45) / 0.225
         reference = explainer.explain(images)
         loaded = load_onnx(path, providers=["CPUExecutionProvider"])

@@ -1,23 +1,28 @@
 """``fastinterp-bench``: what ``explain()`` costs, beside the CNN's plain forward, in one run.
 
-For a torchvision model (random weights: timings do not depend on them; a fresh generator of the
-chosen kind) or the demo's checkpoint pair, for every batch size x thread count it times, in
+The pair profiled: the user's CNN (``cnn``: any ``fitting.cnn.load_cnn`` spec, shipped names and
+"demo" included), a torchvision model (``model``; random weights: timings do not depend on them) or
+a folder's checkpoint pair (``checkpoints``), with a generator checkpoint (``generator``: a shipped
+name, "demo" or a path) or a fresh generator of one kind (``fresh_generator``). The normalisation the
+generator records (or ``normalize``) is in front of the CNN for every method, the forward baseline
+included, so that ratios compare like with like. For every batch size x thread count it times, in
 interleaved rounds (one call of each method per round, so that a noisy machine slows them alike):
 
     forward         the CNN alone under torch.inference_mode() (the baseline of every ratio)
     gradcam         fastinterp.gradcam: one layer's Grad-CAM (the last conv)
     pytorch-gradcam pytorch_grad_cam.GradCAM on the last conv, when installed (on a copy)
     hand-<kind>     the README's hand-written pipeline (cnn_representation, resize, generator)
-    explain-<kind>  Explainer.explain, per representation kind
+    explain-<kind>  Explainer.explain, per representation kind (default: a checkpoint's own kind,
+                    both kinds for a fresh generator)
   with --backends ... onnxruntime (the CNN and each kind's pipeline exported once to ONNX):
     ort-forward     the CNN alone in ONNX Runtime (the baseline of the ONNX ratios)
     ort-explain-<kind>  fastinterp.load_onnx(...).explain: the whole pipeline as one ONNX graph
 
 and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
 resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
-CUDA: torch.cuda.max_memory_allocated), the Python time of a call (CPU: p50 wall time minus the
-time inside aten ops measured by torch.profiler) and the per-stage breakdown of explain (median
-of ``Explainer.profile``). Output: a markdown table on stdout, ``--json FILE`` for the numbers.
+CUDA: torch.cuda.max_memory_allocated), the Python time of a call (``PYTHON_MS``) and the
+per-stage breakdown of explain (median of ``Explainer.profile``). Output: a markdown table on
+stdout, ``--json FILE`` for the numbers.
 """
 
 from __future__ import annotations
@@ -31,39 +36,56 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
+from torch import nn
 
 from fastinterp import pretrained
+from fastinterp._core.validation import check_size
 from fastinterp._version import __version__
-from fastinterp.datasets.zoo import load_cnn
+from fastinterp.datasets.zoo import load_cnn as load_zoo_cnn
+from fastinterp.fitting.cnn import load_cnn
 from fastinterp.generator.checkpoint import load_generator
-from fastinterp.generator.networks import build_generator
+from fastinterp.generator.networks import GENERATOR_KINDS, build_generator
 from fastinterp.maps.layers import conv_layers
-from fastinterp.maps.options import KINDS
+from fastinterp.maps.options import KINDS, representation_options
+from fastinterp.maps.preprocess import IMAGENET, check_preprocess, parse_normalize, preprocess_of, with_preprocess
 from fastinterp.maps.representation import cnn_representation, gradcam
 from fastinterp.maps.resize import resize_images
 from fastinterp.runtime.compiler import DomainWarning
 from fastinterp.runtime.compiler import compile as compile_explainer
 from fastinterp.runtime.onnx_backend import load_onnx
 
-__all__ = ["BenchConfig", "markdown", "run_bench"]
+__all__ = ["PYTHON_MS", "BenchConfig", "markdown", "run_bench"]
+
+PYTHON_MS = ("Python ms (CPU, smallest batch only): each method is called a few more times under torch.profiler; "
+             "for each such call, its wall time minus the time during which at least one profiled op of that "
+             "same call ran (the union of its aten ops and autograd nodes, nested ones counted once), then the "
+             "median over the calls. It cannot go negative (the ops of a call lie inside it), and it includes the "
+             "profiler's own bookkeeping between ops, so it is an upper bound of the call's Python and framework "
+             "time; the forward's own is the CNN's Python.")
 
 
 @dataclass
 class BenchConfig:
     """What one ``fastinterp-bench`` run measures (the command's flags, one field each)."""
 
-    model: str = "resnet50"  # torchvision classifier, random weights
-    size: int = 224  # input side in pixels
-    classes: int = 1000
-    generator: str = "fast"  # fresh generator kind
+    model: str = "resnet50"  # torchvision classifier, random weights (when neither cnn nor checkpoints)
+    size: int | None = None  # input side; default: the generator's recorded input size, the CNN's input_size, 224
+    classes: int = 1000  # outputs of model
+    generator: str | None = None  # a generator checkpoint: a shipped name, "demo" or a path (None: a fresh one)
     checkpoints: str | None = None  # "demo" (the shipped pair) or a folder with cnn/generator.safetensors
-    representations: list[str] = field(default_factory=lambda: list(KINDS))
+    cnn: str | None = None  # the user's CNN: a fitting.cnn.load_cnn spec (file, shipped name, torchvision:NAME...)
+    weights: str | None = None  # the state dict of cnn (.safetensors or .pt)
+    num_classes: int | None = None  # outputs of a torchvision:NAME cnn
+    normalize: str | dict | None = None  # what the CNN expects of [0, 1] images, where the generator records nothing
+    fresh_generator: str = "fast"  # the kind of the fresh generator used without generator / checkpoints
+    representations: list[str] | None = None  # default: a checkpoint's own kind, else every kind
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     threads: list[int] = field(default_factory=lambda: [torch.get_num_threads()])
     iters: int = 15  # timed rounds
@@ -75,8 +97,10 @@ class BenchConfig:
     ort_providers: list[str] | None = None
 
     def quick(self) -> BenchConfig:
-        """A tiny run (resnet18 at 64 px, batch 2, 3 rounds): checks the tool, not the numbers."""
-        small = {"model": "resnet18", "size": 64, "classes": 10} if self.checkpoints is None else {}
+        """A tiny run (batch 2, 3 rounds; a torchvision model: resnet18 at 64 px): checks the tool,
+        not the numbers."""
+        torchvision_model = self.checkpoints is None and self.cnn is None
+        small = {"model": "resnet18", "size": 64, "classes": 10} if torchvision_model else {}
         return BenchConfig(**{**self.__dict__, **small, "batch_sizes": [2], "iters": 3, "warmup": 1})
 
 
@@ -119,11 +143,23 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _inside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict[str, float]:
-    """Per method, the median over a few calls of the time spent inside top-level aten ops
-    (torch.profiler, CPU). A call's unprofiled wall time minus this is its Python (and framework)
-    time: the profiler's own per-op cost inflates the ops, so this estimate errs low, never high
-    by the profiler's overhead."""
+def _busy_ms(events: Iterable[Any]) -> float:
+    """The time (ms) during which at least one of ``events`` (torch.profiler FunctionEvents) ran:
+    the union of their intervals, user annotations (record_function ranges) left out, so that a
+    nested op or ops of two threads at once count once."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events
+                   if not getattr(e, "is_user_annotation", False) and e.time_range.end > e.time_range.start)
+    busy, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return busy / 1e3
+
+
+def _outside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict[str, float]:
+    """Per method, ``PYTHON_MS``: for each of a few profiled calls (torch.profiler, CPU), that
+    call's wall time minus the time inside its ops (``_busy_ms`` of the same call); the median."""
     from torch.profiler import ProfilerActivity, profile
 
     result = {}
@@ -131,30 +167,106 @@ def _inside_ops_ms(methods: dict[str, Callable[[], object]], iters: int) -> dict
         values = []
         for _ in range(max(3, min(iters, 7))):
             with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                start = time.perf_counter()
                 method()
-            values.append(sum(e.cpu_time_total for e in prof.events() if e.cpu_parent is None) / 1e3)
+                wall = 1e3 * (time.perf_counter() - start)
+            # the ops ran within the call, so busy <= wall; max() absorbs the two clocks' microsecond grain
+            values.append(max(0.0, wall - _busy_ms(prof.events())))
         result[name] = statistics.median(values)
     return result
 
 
-def _models(args: BenchConfig) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
-    """(cnn, generator, input side, description)."""
+@dataclass
+class _Pair:
+    """What is profiled: ``model`` (the CNN behind its normalisation: what every baseline runs),
+    ``explained`` (what compile gets: the CNN itself where the generator records the normalisation,
+    which compile then applies), the generator, the input (H, W), the generator's trained
+    representation kind (None: a fresh generator) and the report's description."""
+
+    model: nn.Module
+    explained: nn.Module
+    generator: nn.Module
+    size: tuple[int, int]
+    kind: str | None
+    described: str
+
+
+def _shipped(kind: str) -> str:
+    return ", ".join(["demo", *pretrained.names(kind)])
+
+
+def _generator(args: BenchConfig) -> tuple[nn.Module, dict | None, str]:
+    """(generator, its metadata or None for a fresh one, description)."""
     if args.checkpoints is not None:
-        if args.checkpoints == "demo":
-            cnn_path, gen_path = (pretrained.path(name) for name in pretrained.DEMO)
-        else:
-            cnn_path, gen_path = Path(args.checkpoints) / "cnn.safetensors", Path(args.checkpoints) / "generator.safetensors"
-        cnn, meta = load_cnn(cnn_path)
-        generator, _ = load_generator(gen_path)
-        return cnn, generator, meta["input_size"], f"{meta['arch']} + {generator.config['kind']} generator ({args.checkpoints})"
+        if args.generator is not None:
+            raise ValueError("generator: checkpoints already names the generator; give one of them")
+        path = (pretrained.path(pretrained.DEMO[1]) if args.checkpoints == "demo"
+                else Path(args.checkpoints) / "generator.safetensors")
+        spec = args.checkpoints
+    elif args.generator is not None:
+        spec, path = args.generator, pretrained.generator_path(args.generator)
+        if not path.is_file():
+            raise ValueError(f"generator: {args.generator!r} is neither a generator checkpoint file nor a shipped "
+                             f"generator (one of {_shipped('generator')}; fastinterp.pretrained.names() says what "
+                             "each is)")
+    else:
+        if args.fresh_generator not in GENERATOR_KINDS:
+            raise ValueError(f"fresh_generator: expected one of {GENERATOR_KINDS}, got {args.fresh_generator!r}")
+        torch.manual_seed(0)
+        generator = build_generator(args.fresh_generator, k=8, size=64).eval()
+        return generator, None, f"fresh {args.fresh_generator} generator"
+    generator, metadata = load_generator(path)
+    try:
+        kind = representation_options(metadata)["kind"]
+    except ValueError as error:
+        raise ValueError(f"generator: {path}: {error}; a generator checkpoint made by fastinterp fit or "
+                         "train-generator records it") from None
+    return generator, metadata, f"generator {spec} ({generator.config['kind']}, {kind} representation)"
+
+
+def _cnn(args: BenchConfig) -> tuple[nn.Module, str]:
+    """(the CNN, its description)."""
+    if args.checkpoints is not None:
+        path = (pretrained.path(pretrained.DEMO[0]) if args.checkpoints == "demo"
+                else Path(args.checkpoints) / "cnn.safetensors")
+        cnn, meta = load_zoo_cnn(path)
+        return cnn, f"{meta['arch']} ({args.checkpoints})"
+    if args.cnn is not None:
+        try:
+            cnn = load_cnn(args.cnn, args.weights, args.num_classes, argument="cnn")
+        except ValueError as error:
+            if ":" in args.cnn or Path(args.cnn).is_file():
+                raise
+            raise ValueError(f"{error} (shipped CNNs: {_shipped('cnn')})") from None
+        weights = f", weights {args.weights}" if args.weights is not None else ""
+        return cnn, f"{args.cnn} ({getattr(cnn, 'arch', None) or type(cnn).__name__}{weights})"
     torch.manual_seed(0)
     builder = getattr(torchvision.models, args.model, None)
     if builder is None:
         raise ValueError(f"model: torchvision has no model {args.model!r}")
     kwargs = {"aux_logits": False, "init_weights": False} if args.model in ("inception_v3", "googlenet") else {}
-    cnn = builder(weights=None, num_classes=args.classes, **kwargs).eval()
-    generator = build_generator(args.generator, k=8, size=64).eval()
-    return cnn, generator, args.size, f"{args.model} (random weights) + fresh {args.generator} generator"
+    return builder(weights=None, num_classes=args.classes, **kwargs).eval(), f"{args.model} (random weights)"
+
+
+def _models(args: BenchConfig) -> _Pair:
+    generator, metadata, generator_described = _generator(args)
+    cnn, cnn_described = _cnn(args)
+    given = (parse_normalize(args.normalize, "normalize") if isinstance(args.normalize, str)
+             else check_preprocess(args.normalize, "normalize"))
+    recorded = preprocess_of(metadata)
+    if given is not None and recorded is not None and given != recorded:
+        raise ValueError(f"normalize: the generator records the CNN's normalisation ({recorded['normalize']}) and "
+                         "compile applies it; leave out normalize")
+    preprocess = recorded if recorded is not None else given
+    model = with_preprocess(cnn, preprocess)
+    size = check_size(args.size or (metadata or {}).get("input_size") or getattr(cnn, "input_size", None) or 224,
+                      "size")
+    kind = None if metadata is None else representation_options(metadata)["kind"]
+    normalised = ("" if preprocess is None else ", inputs normalised: "
+                  + ("imagenet" if preprocess == IMAGENET else
+                     f"mean {preprocess['normalize']['mean']}, std {preprocess['normalize']['std']}"))
+    return _Pair(model, cnn if recorded is not None else model, generator, size, kind,
+                 f"{cnn_described} + {generator_described}{normalised}")
 
 
 def run_bench(args: BenchConfig, progress: bool = True) -> dict:
@@ -162,51 +274,55 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     device = torch.device(args.device)
-    cnn, generator, side, described = _models(args)
-    cnn, generator = cnn.to(device), generator.to(device)
+    pair = _models(args)
+    model, explained, generator = pair.model.to(device), pair.explained.to(device), pair.generator.to(device)
+    kinds = args.representations or ([pair.kind] if pair.kind is not None else list(KINDS))
+    size = pair.size
     dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
     # one explainer per (representation, dtype): "gradient", "activation", "gradient-bfloat16", ...
     with warnings.catch_warnings():  # a cost measurement: the generator need not have seen this CNN
         warnings.simplefilter("ignore", DomainWarning)
         explainers = {kind if dtype == "float32" else f"{kind}-{dtype}":
-                      compile_explainer(cnn, generator, representation=kind, input_size=side, dtype=dtypes[dtype])
-                      for dtype in dict.fromkeys(args.dtypes) for kind in args.representations}
-    last_conv = conv_layers(cnn, torch.rand(1, 3, side, side, device=device))[-1]
+                      compile_explainer(explained, generator, representation=kind, input_size=size,
+                                        dtype=dtypes[dtype])
+                      for dtype in dict.fromkeys(args.dtypes) for kind in kinds}
+    last_conv = conv_layers(model, torch.rand(1, 3, *size, device=device))[-1]
     pgc = None
     if importlib.util.find_spec("pytorch_grad_cam") is not None and args.pytorch_grad_cam:
         from pytorch_grad_cam import GradCAM
 
-        cam_model = copy.deepcopy(cnn)  # it registers hooks on the model it is given
+        cam_model = copy.deepcopy(model)  # it registers hooks on the model it is given
         pgc = GradCAM(model=cam_model, target_layers=[dict(cam_model.named_modules())[last_conv]])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    onnx = _export_onnx(cnn, explainers, side, args) if "onnxruntime" in args.backends else None
+    onnx = _export_onnx(model, explainers, size, args) if "onnxruntime" in args.backends else None
     rows, breakdowns = [], []
     threads_before = torch.get_num_threads()
     configs = [(t, b) for t in args.threads for b in args.batch_sizes]
-    total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(args.representations)
+    total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(kinds)
                                                          + (pgc is not None) + (0 if onnx is None else
                                                                                 len(onnx["files"])))
     bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
     for threads, batch in configs:
         torch.set_num_threads(threads)
-        images = torch.rand(batch, 3, side, side, device=device, generator=torch.Generator(device).manual_seed(1))
+        images = torch.rand(batch, 3, *size, device=device, generator=torch.Generator(device).manual_seed(1))
 
-        # every method binds this round's images (default arguments: no late binding across batch sizes)
+        # every method binds this round's images (default arguments: no late binding across batch sizes);
+        # the baselines run `model`: the CNN behind the normalisation explain() applies
         def forward(images=images):
             with torch.inference_mode():
-                cnn(images)
+                model(images)
 
         methods: dict[str, Callable[[], object]] = {"forward": forward,
-                                                    "gradcam": lambda images=images: gradcam(cnn, images)}
+                                                    "gradcam": lambda images=images: gradcam(model, images)}
         if pgc is not None:
             methods["pytorch-gradcam"] = lambda images=images: pgc(input_tensor=images, targets=None)
-        for kind in args.representations:  # the hand-written pipeline, float32
+        for kind in kinds:  # the hand-written pipeline, float32
             explainer = explainers.get(kind) or next(e for label, e in explainers.items() if label.startswith(kind))
             options = dict(explainer.representation)
 
             def hand(options=options, explainer=explainer, images=images):
-                rep = cnn_representation(cnn, images, **{**options, "teacher": None})
+                rep = cnn_representation(model, images, **{**options, "teacher": None})
                 small = resize_images(images, options["size"], explainer.image_resize)
                 with torch.inference_mode():
                     out = generator(small, rep.cgm)
@@ -242,7 +358,7 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
         small = batch == min(args.batch_sizes)
         # torch methods only: ONNX Runtime runs no aten ops for the profiler to see
         torch_methods = {name: m for name, m in methods.items() if not name.startswith("ort-")}
-        inside = _inside_ops_ms(torch_methods, args.iters) if device.type == "cpu" and small else {}
+        python = _outside_ops_ms(torch_methods, args.iters) if device.type == "cpu" and small else {}
         base = statistics.median(times["forward"])
         for name, values in times.items():
             p50 = statistics.median(values)
@@ -250,7 +366,7 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
                          "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
                          "images_per_s": 1e3 * batch / p50, "ratio_to_forward": p50 / base,
                          "peak_mb": peaks[name],
-                         "outside_ops_ms": p50 - inside[name] if name in inside else None})
+                         "outside_ops_ms": python.get(name)})
         for kind, explainer in explainers.items():
             profiles = []
             for _ in range(max(1, args.iters // 2)):
@@ -269,7 +385,8 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
         onnx["sessions"].clear()
         shutil.rmtree(onnx["folder"], ignore_errors=True)
     return {
-        "model": described, "input": f"3x{side}x{side}", "device": str(device), "dtypes": args.dtypes,
+        "model": pair.described, "input": f"3x{size[0]}x{size[1]}", "device": str(device), "dtypes": args.dtypes,
+        "representations": kinds,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
         "torch": torch.__version__, "fastinterp": __version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
@@ -278,7 +395,7 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     }
 
 
-def _export_onnx(cnn, explainers: dict, side: int, args) -> dict:
+def _export_onnx(cnn, explainers: dict, size: tuple[int, int], args) -> dict:
     """Export the CNN alone and each float32 explainer to ONNX (a temporary folder); time it."""
     import tempfile
     import warnings
@@ -291,7 +408,7 @@ def _export_onnx(cnn, explainers: dict, side: int, args) -> dict:
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(copy.deepcopy(cnn).cpu().eval(), (torch.rand(2, 3, side, side),), None,
+        program = torch.onnx.export(copy.deepcopy(cnn).cpu().eval(), (torch.rand(2, 3, *size),), None,
                                     dynamo=True, input_names=["images"], dynamic_shapes=({0: batch},), verbose=False)
     program.save(str(folder / "cnn.onnx"))
     files["forward"], export_s["forward"] = folder / "cnn.onnx", time.perf_counter() - start
@@ -348,9 +465,7 @@ def markdown(report: dict) -> str:
         python = "" if r.get("outside_ops_ms") is None else f"{r['outside_ops_ms']:.2f}"
         lines.append(f"| {r['threads']} | {r['batch']} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['images_per_s']:.1f} | {r['ratio_to_forward']:.3f} | {peak} | {python} |")
-    lines += ["", "Python ms (smallest batch, CPU): p50 wall time minus the time inside top-level aten ops (median "
-              "of profiled calls, torch.profiler): the call's Python and framework time, to ~1 ms (the ops' own "
-              "spread); the forward's own is the CNN's Python."]
+    lines += ["", PYTHON_MS]
     if report.get("onnx"):
         onnx = report["onnx"]
         lines += ["", f"ONNX Runtime {onnx['onnxruntime']} ({', '.join(onnx['providers'])}): export "
