@@ -140,7 +140,7 @@ def test_numpy_in_numpy_out_and_single_images(explainer):
 
 
 @pytest.mark.parametrize("images, targets, error, match", [
-    (torch.rand(64, 64), None, ValueError, r"images: expected \(B, C, H, W\) or one image"),
+    (torch.rand(64, 64), None, ValueError, r"images: expected \(B, C, H, W\), \(B, H, W, C\), one image"),
     (torch.rand(1, 1, 3, 64, 64), None, ValueError, r"images: expected \(B, C, H, W\)"),
     (torch.rand(2, 1, 64, 64), None, ValueError, "images"),
     (torch.rand(2, 3, 64, 64, dtype=torch.float64), None, TypeError, "images: dtype torch.float64 but the model"),
@@ -150,8 +150,17 @@ def test_numpy_in_numpy_out_and_single_images(explainer):
     (torch.rand(2, 3, 64, 64), [1, 1000], ValueError, r"targets: class indices must be in \[0, 10\)"),
     (torch.rand(2, 3, 64, 64, device="meta"), None, ValueError, "images: on meta, but the explainer runs on cpu"),
     (np.zeros((2, 3, 64, 64), dtype=np.float64), None, TypeError, "numpy array of dtype float32"),
-    (np.zeros((2, 3, 64, 64), dtype=np.uint8), None, TypeError, "numpy array of dtype float32"),
-    ([[0.0]], None, TypeError, "images: expected a float torch.Tensor or numpy array"),
+    (np.zeros((2, 3, 64, 64), dtype=np.int32), None, TypeError, "images: expected uint8 pixels .* got dtype int32"),
+    (torch.zeros(2, 3, 64, 64, dtype=torch.bool), None, TypeError, "images: expected uint8 pixels"),
+    (np.zeros((2, 64, 64, 3, 1), dtype=np.uint8), None, ValueError, "images: expected"),
+    (np.zeros((1, 3, 64, 3), dtype=np.float32), None, ValueError, "ambiguous.*layout='CHW' or layout='HWC'"),
+    (np.zeros((1, 64, 64, 4), dtype=np.float32), None, ValueError, r"channels first \(B, 3, H, W\) or last"),
+    ([], None, ValueError, "images: an empty list"),
+    ([[0.0]], None, TypeError, "images\\[0\\]: a list's images must be PIL images, file paths, numpy arrays"),
+    ("/no/such/file.png", None, ValueError, "images: no image file at /no/such/file.png"),
+    ([np.zeros((8, 8, 3), np.uint8), torch.zeros(3, 8, 8)], None, TypeError, "mixes torch tensors"),
+    ([np.zeros((8, 8, 3), np.float64), np.zeros((8, 8, 3), np.float32)], None, TypeError, "different dtypes"),
+    ({"x": 1}, None, TypeError, "images: expected a torch tensor or numpy array"),
 ])
 def test_bad_inputs_raise_clear_errors(explainer, images, targets, error, match):
     with pytest.raises(error, match=match):
@@ -285,12 +294,12 @@ def test_overlay_and_save(explainer, tmp_path):
     assert normalised.min() == 0 and normalised.max() == 255
     path = out.save(tmp_path / "grid.png", images=x)
     with Image.open(path) as png:
-        assert png.size == (3 * 66 - 2, 64)
+        assert png.size[0] > png.size[1] > 64  # three titled panels in a row
     with pytest.raises(ValueError, match="alpha"):
         out.overlay(x, alpha=2)
     with pytest.raises(ValueError, match="colormap"):
         out.overlay(x, colormap="no-such-map")
-    with pytest.raises(ValueError, match="images: expected the 3 explained images"):
+    with pytest.raises(ValueError, match="original: expected 3 pictures"):
         out.overlay(x[:2])
 
 

@@ -1,20 +1,33 @@
 """Files of tensors + JSON metadata in safetensors: what every checkpoint of the package is (zoo
 CNNs, generators, training states, dataset shards). Writing is atomic; reading never executes code
 (no pickle) and checks a format tag, so a foreign, truncated or corrupted file raises a
-``ValueError`` that names the argument and the file."""
+``ValueError`` that names the argument and the file. Also the JSON writer and which files are
+read as images. Importing it imports no torch (``fastinterp explain --onnx`` runs without)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-__all__ = ["check_state_fits", "load_tensors", "save_tensors", "write_json"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["IMAGE_SUFFIXES", "check_state_fits", "image_files", "load_tensors", "save_tensors", "write_json"]
+
+# the file suffixes read as images when a folder is scanned (a file named directly may be anything Pillow reads)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def image_files(root: Path, recursive: bool = False) -> list[Path]:
+    """The image files (``IMAGE_SUFFIXES``, any case) in folder ``root``, sorted; with
+    ``recursive``, in its subfolders too (hidden files and folders skipped)."""
+    found = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 _META_KEY = "fastinterp"
 
@@ -22,6 +35,8 @@ _META_KEY = "fastinterp"
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
     """Write ``tensors`` and JSON ``metadata`` atomically (temporary file, then rename), with the
     usual file permissions (safetensors creates 0600 files)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

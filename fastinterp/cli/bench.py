@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-generator", default=None, choices=GENERATOR_KINDS,
                    help="kind of the fresh (untrained) generator used without --generator (default fast)")
     p.add_argument("--representations", nargs="+", default=None, choices=KINDS,
-                   help="default: the generator checkpoint's own kind; both for a fresh generator")
+                   help="default: a --generator checkpoint's own kind; both for a fresh generator or --checkpoints")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--threads", type=int, nargs="+", default=None, help="torch threads (default: torch's)")
     p.add_argument("--iters", type=int, default=15, help="timed rounds (default 15)")

@@ -10,6 +10,8 @@ COMMANDS = {
             "train CNN classifiers of several architectures on a synthetic dataset"),
     "fit": ("fastinterp.cli.fit",
             "make a generator for your own CNN from a folder of your images (dataset, training, held-out report)"),
+    "explain": ("fastinterp.cli.explain",
+                "explain image files and folders: overlay PNGs on the photos, .npy maps, predictions.json"),
     "build-dataset": ("fastinterp.cli.build_dataset",
                       "explain a dataset with CNNs into sharded (image, CGMs, teacher map) training examples"),
     "train-generator": ("fastinterp.cli.train_generator",

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fastinterp._core.io import IMAGE_SUFFIXES, image_files
+
 __all__ = [
     "DATASETS",
     "DIGIT_CLASSES",
@@ -356,12 +358,7 @@ class ImageFolderImages(Dataset):
         return collate([self[i] for i in indices])  # type: ignore[return-value]
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 UNLABELLED = -1  # the label of an image from a flat folder or an unlabelled dataset
-
-
-def _image_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
@@ -406,15 +403,15 @@ class ImageFiles(Dataset):
             raise ValueError(f"{argument}: expected a folder of images (flat, or <class>/<image>), {root} is not a folder")
         self.root, self.size = root, check_size(size, "input_size")
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        direct = _image_files(root)
-        labelled = [f for f in folders if _image_files(f)]
+        direct = image_files(root)
+        labelled = [f for f in folders if image_files(f)]
         if labelled and direct:
             raise ValueError(f"{argument}: {root} holds both images and class folders with images; use one layout: "
                              "<class>/<image> (labels known) or a flat folder of images")
         self.layout = "classes" if labelled else "flat"
         if self.layout == "classes":
             self.classes = tuple(f.name for f in labelled)
-            scanned = [(p, label) for label, f in enumerate(labelled) for p in _image_files(f)]
+            scanned = [(p, label) for label, f in enumerate(labelled) for p in image_files(f)]
         else:
             self.classes = tuple(classes) if classes is not None else ()
             scanned = [(p, UNLABELLED) for p in direct]

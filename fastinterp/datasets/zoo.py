@@ -94,6 +94,7 @@ class ZooCNN(nn.Module):
     def __init__(self, arch: str, net: nn.Module, num_classes: int, input_size: int):
         super().__init__()
         self.arch, self.num_classes, self.input_size = arch, num_classes, input_size
+        self.class_names: tuple[str, ...] | None = None  # set by load_cnn from the checkpoint's metadata
         self.normalize = Normalize()
         self.net = net
 
@@ -238,6 +239,9 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> tupl
         raise ValueError(f"path: {path} does not fit a {meta['arch']} with {meta['num_classes']} classes at "
                          f"{meta['input_size']} px: {mismatch}")
     _load_state(model, {k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    classes = meta.get("classes")
+    if isinstance(classes, list) and len(classes) == meta["num_classes"]:
+        model.class_names = tuple(map(str, classes))
     return model.to(map_location).eval(), meta
 
 

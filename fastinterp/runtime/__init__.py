@@ -4,7 +4,9 @@ API on ONNX Runtime (``onnx_backend``: needs onnxruntime and numpy, not torch).
 
     compiler     compile(): the generator, its representation, device, dtype, a probe run
     explainer    Explainer: explain / profile / generate / export_onnx
+    inputs       what explain takes (tensors, arrays, uint8, channels last, PIL, files, lists)
     explanation  Explanation: what explain returns, overlays and PNG grids
+    files        explain_files: folders of photos -> overlay PNGs, .npy maps, predictions.json
     onnx_backend load_onnx -> OnnxExplainer (onnxruntime + numpy only)
     onnx_cache   compile(..., backend="onnxruntime"): export once, cached by content
     bench        what explain costs beside the plain forward (``fastinterp-bench``)
@@ -16,7 +18,7 @@ from fastinterp._core.lazy import lazy_names
 
 _NAMES = {"Explainer": "fastinterp.runtime.explainer", "compile": "fastinterp.runtime.compiler",
           "Explanation": "fastinterp.runtime.explanation", "OnnxExplainer": "fastinterp.runtime.onnx_backend",
-          "load_onnx": "fastinterp.runtime.onnx_backend"}
+          "load_onnx": "fastinterp.runtime.onnx_backend", "explain_files": "fastinterp.runtime.files"}
 
 __all__ = sorted(_NAMES)
 

@@ -85,7 +85,7 @@ class BenchConfig:
     num_classes: int | None = None  # outputs of a torchvision:NAME cnn
     normalize: str | dict | None = None  # what the CNN expects of [0, 1] images, where the generator records nothing
     fresh_generator: str = "fast"  # the kind of the fresh generator used without generator / checkpoints
-    representations: list[str] | None = None  # default: a checkpoint's own kind, else every kind
+    representations: list[str] | None = None  # default: a --generator checkpoint's own kind, else every kind
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     threads: list[int] = field(default_factory=lambda: [torch.get_num_threads()])
     iters: int = 15  # timed rounds
@@ -261,7 +261,9 @@ def _models(args: BenchConfig) -> _Pair:
     model = with_preprocess(cnn, preprocess)
     size = check_size(args.size or (metadata or {}).get("input_size") or getattr(cnn, "input_size", None) or 224,
                       "size")
-    kind = None if metadata is None else representation_options(metadata)["kind"]
+    # the user's own generator: its kind only (another would warn); --checkpoints keeps every kind, as
+    # the README's tables were made
+    kind = None if metadata is None or args.checkpoints is not None else representation_options(metadata)["kind"]
     normalised = ("" if preprocess is None else ", inputs normalised: "
                   + ("imagenet" if preprocess == IMAGENET else
                      f"mean {preprocess['normalize']['mean']}, std {preprocess['normalize']['std']}"))

@@ -19,11 +19,11 @@ from torch import nn
 
 from fastinterp import pretrained
 from fastinterp._core.hashing import weights_sha256
-from fastinterp._core.validation import check_model, check_size, first_conv, stem_weight
+from fastinterp._core.validation import check_model, check_size, declared_outputs, first_conv, stem_weight
 from fastinterp.generator.checkpoint import load_generator
 from fastinterp.maps.options import (ACTIVATION_REPRESENTATION, DEFAULT_REPRESENTATION, FIELDS, KINDS,
                                      check_representation, representation_options)
-from fastinterp.maps.preprocess import preprocess_of, with_preprocess
+from fastinterp.maps.preprocess import check_preprocess, parse_normalize, preprocess_of, with_preprocess
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE, image_resize_of
 from fastinterp.runtime.explainer import Explainer
 from fastinterp.runtime.onnx_cache import onnxruntime_explainer
@@ -131,6 +131,43 @@ def domain_warning(cnn: nn.Module, metadata: dict | None) -> str | None:
             f", so its maps may not follow this CNN's own. Make a generator for it: {fit_command(cnn)}")
 
 
+def _resolve_preprocess(preprocess: object, metadata: dict | None) -> dict | None:
+    """compile's ``preprocess`` (None: the generator's recorded one) -> the checked dict or None."""
+    recorded = preprocess_of(metadata)
+    if preprocess is None:
+        return recorded
+    if isinstance(preprocess, str):
+        if preprocess not in ("imagenet", "none"):
+            raise ValueError(f"preprocess: expected None, 'imagenet', 'none' or {{'normalize': {{'mean': [...], "
+                             f"'std': [...]}}}}, got {preprocess!r}")
+        chosen = parse_normalize(preprocess, "preprocess")
+    else:
+        chosen = check_preprocess(preprocess)
+    if metadata is not None and chosen != recorded:
+        warnings.warn(f"preprocess: the generator was trained on maps of the CNN given {recorded or 'no preprocessing'}"
+                      f"; explaining with {chosen or 'none'} changes what the CNN sees", stacklevel=3)
+    return chosen
+
+
+def _resolve_class_names(class_names: object, metadata: dict | None, cnn: nn.Module) -> tuple[str, ...] | None:
+    """compile's ``class_names``, else the generator's recorded ``classes``, else the CNN's own
+    ``class_names`` (zoo CNNs); given names are checked against the CNN's
+    declared output count when it declares one."""
+    if class_names is None:
+        recorded = (metadata or {}).get("classes")
+        if isinstance(recorded, list) and recorded:
+            return tuple(map(str, recorded))
+        own = getattr(cnn, "class_names", None)  # a zoo CNN's, from its checkpoint
+        return tuple(own) if isinstance(own, tuple) and all(isinstance(n, str) for n in own) else None
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence) or not all(
+            isinstance(name, str) for name in class_names):
+        raise TypeError(f"class_names: expected a sequence of str (one per class), got {class_names!r}")
+    outputs = declared_outputs(cnn)
+    if outputs is not None and len(class_names) != outputs:
+        raise ValueError(f"class_names: {len(class_names)} names, but {type(cnn).__name__} has {outputs} outputs")
+    return tuple(class_names)
+
+
 def _normalise_device(device: torch.device) -> torch.device:
     """"cuda" -> "cuda:<current device>", so that it compares equal to the devices tensors report."""
     if device.type == "cuda" and device.index is None:
@@ -167,6 +204,8 @@ def compile(
     batch_sizes: Sequence[int] | None = None,
     input_size: int | tuple[int, int] | None = None,
     backend: str = "auto",
+    preprocess: str | dict | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Explainer:
     """An :class:`Explainer` running ``cnn`` and ``generator`` as one pipeline.
 
@@ -190,8 +229,9 @@ def compile(
             generator cannot take raises; any other change from what it was trained on warns.
         batch_sizes: batch sizes to run once now (warm-up of allocators and kernel caches), so the
             first real call is not slower.
-        input_size: (H, W) or int of the probe run at compile time (default: the CNN's
-            ``input_size`` attribute, as zoo CNNs have, else 224). The probe checks what can only be
+        input_size: (H, W) or int of the probe run at compile time (default: the input size the
+            generator's metadata records (``fastinterp fit``), else the CNN's ``input_size``
+            attribute, as zoo CNNs have, else 224). The probe checks what can only be
             checked by running: enough conv layers for k, a poolable head for the activation kind.
         backend: "auto" (C++ on CPU, Triton on CUDA), "torch", "cpp", "triton": the eager
             pipeline with that ``fastinterp.ops.cumulative_average`` backend; or "onnxruntime":
@@ -199,6 +239,13 @@ def compile(
             ``~/.cache/fastinterp/onnx``, keyed by the weights, representation and input size) and
             run by ONNX Runtime (``fastinterp.load_onnx``; returns an ``OnnxExplainer``, CPU
             float32, images at ``input_size``, any batch).
+        preprocess: what the CNN expects of [0, 1] images, applied inside explain(): None (the
+            generator's recorded ``preprocess``; none recorded: the images go to the CNN as they
+            are), "imagenet", "none", or {"normalize": {"mean": [3], "std": [3]}}. A choice other
+            than the recorded one warns (the generator was trained on the CNN's maps of the
+            recorded input).
+        class_names: the CNN's class names (default: the generator's metadata ``classes``, else the
+            CNN's ``class_names`` attribute: zoo CNNs have it), shown by ``Explanation`` (repr, ``top_k``, ``save`` titles).
     """
     check_model(cnn)
     if backend not in _BACKENDS:
@@ -219,14 +266,16 @@ def compile(
     if warning is not None:
         warnings.warn(warning, DomainWarning, stacklevel=2)
     cnn = _device_copy(cnn, target)
-    preprocess = preprocess_of(metadata)
+    preprocess = _resolve_preprocess(preprocess, metadata)
+    class_names = _resolve_class_names(class_names, metadata, cnn)
     if preprocess is not None:  # the CNN explains the input it expects; explain() takes [0, 1] images
         cnn = with_preprocess(cnn, preprocess)  # its normalisation on the CNN's device, in its dtype
     module = _generator_copy(module, target)
     ops_backend = "auto" if backend == "onnxruntime" else backend  # the eager explainer the export is made from
-    size = input_size if input_size is not None else getattr(cnn, "input_size", None) or 224
-    size = check_size(size, "input_size")
-    explainer = Explainer(cnn, module, options, image_resize, target, dtype, ops_backend, metadata, size)
+    recorded_size = (metadata or {}).get("input_size")  # a generator made by `fastinterp fit` records it
+    size = next(v for v in (input_size, recorded_size, getattr(cnn, "input_size", None), 224) if v is not None)
+    size = check_size(tuple(size) if isinstance(size, list) else size, "input_size")
+    explainer = Explainer(cnn, module, options, image_resize, target, dtype, ops_backend, metadata, size, class_names)
     probe = torch.rand(1, stem.in_channels, *size, dtype=weight.dtype, device=target,
                        generator=torch.Generator(device=target).manual_seed(0))
     try:

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastinterp._core.validation import check_images, check_targets, stem_weight
+from fastinterp._core.validation import check_images, check_targets, first_conv, stem_weight
 from fastinterp.maps.representation import TooFewLayersError, cnn_representation
 from fastinterp.maps.resize import resize_images, resize_maps
 from fastinterp.runtime.explanation import Explanation
+from fastinterp.runtime.inputs import Images, as_image_batches, in_order
 
 __all__ = ["Explainer"]
 
@@ -49,12 +50,12 @@ class Explainer:
     ``generate``, ``export_onnx``, ``close()`` (or use it as a context manager). Attributes:
     ``representation`` (the options the CGMs are made with, read-only), ``image_resize``,
     ``device``, ``dtype`` (autocast dtype or None), ``backend``, ``metadata`` (the generator's),
-    ``input_size`` (of compile's probe run).
+    ``input_size`` (of compile's probe run), ``class_names`` (or None).
     """
 
     def __init__(self, cnn: nn.Module, generator: nn.Module, options: dict, image_resize: str,
                  device: torch.device, dtype: torch.dtype | None, backend: str, metadata: dict | None,
-                 input_size: tuple[int, int]):
+                 input_size: tuple[int, int], class_names: Sequence[str] | None = None):
         self._cnn, self._generator = cnn, generator
         self._generator_dtype = stem_weight(generator).dtype  # our own copy: it never changes
         self.representation = types.MappingProxyType(dict(options))  # read-only: threads share it
@@ -63,6 +64,7 @@ class Explainer:
         self.image_resize, self.device, self.dtype, self.backend = image_resize, device, dtype, backend
         self.metadata = metadata
         self.input_size = input_size  # (H, W) of compile's probe run
+        self.class_names = None if class_names is None else tuple(class_names)
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -112,7 +114,7 @@ class Explainer:
             fp16: store weights and compute in float16 (inputs and outputs stay float32), for GPU
                 execution providers; ONNX Runtime's CPU provider runs it slowly.
             input_size: (H, W) or int (default: compile's ``input_size``).
-            class_names: names of the CNN's classes, recorded in the metadata.
+            class_names: names of the CNN's classes, recorded in the metadata (default: the explainer's).
             value_range: how input values are expected (e.g. "RGB in [0, 1]"), recorded.
         """
         from fastinterp.export.onnx import export_explainer  # torch.onnx and onnx: only when exporting
@@ -122,7 +124,8 @@ class Explainer:
         return export_explainer(cnn, generator, rep, path, input_size=self.input_size if input_size is None else input_size,
                                 image_resize=self.image_resize, teacher=(self.metadata or {}).get("teacher", rep["teacher"]),
                                 dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, opset=opset, fp16=fp16,
-                                class_names=None if class_names is None else list(class_names),
+                                class_names=list(class_names) if class_names is not None
+                                else list(self.class_names) if self.class_names is not None else None,
                                 value_range=value_range)
 
     def _models(self) -> tuple[nn.Module, nn.Module]:
@@ -132,31 +135,44 @@ class Explainer:
         return cnn, generator
 
     # ------------------------------------------------------------------ the boundary: every check, once
-    def _images(self, images: object, cnn: nn.Module) -> tuple[torch.Tensor, bool]:
-        """(B, C, H, W) tensor on the device, checked (``check_images``), and whether numpy came in."""
-        if isinstance(images, np.ndarray):
+    def _batches(self, images: object, cnn: nn.Module, layout: str | None) -> Images:
+        """``images`` in any accepted form (``runtime.inputs``) -> float batches of equal-size images;
+        uint8 pixels (numpy, PIL, files, uint8 tensors) become x / 255 in the CNN's dtype on the device."""
+        dtype = stem_weight(cnn).dtype
+
+        as_numpy = _NUMPY_DTYPES.get(dtype)
+
+        def scale_uint8(pixels):
+            if isinstance(pixels, np.ndarray):
+                if as_numpy is not None:  # numpy stays numpy (moved to the device with the float arrays)
+                    return pixels.astype(as_numpy) / as_numpy(255)
+                pixels = torch.from_numpy(pixels).to(self.device)
+            elif pixels.device != self.device:
+                raise ValueError(f"images: on {pixels.device}, but the explainer runs on {self.device}; move them "
+                                 f"with .to({str(self.device)!r}) or compile with device={str(pixels.device)!r}")
+            return pixels.to(dtype).div_(255)
+
+        return as_image_batches(images, first_conv(cnn).in_channels, layout=layout, scale_uint8=scale_uint8)
+
+    def _tensor(self, pixels: object, cnn: nn.Module) -> torch.Tensor:
+        """One batch's float pixels (B, C, H, W) as a tensor on the device, checked (``check_images``)."""
+        if isinstance(pixels, np.ndarray):
             weight = stem_weight(cnn)
             expected = _NUMPY_DTYPES.get(weight.dtype)
             if expected is None:
-                raise TypeError(f"images: numpy has no {weight.dtype} (the CNN's dtype); pass a torch tensor")
-            if images.dtype != expected:
+                raise TypeError(f"images: numpy has no {weight.dtype} (the CNN's dtype); pass a torch tensor or uint8 "
+                                "pixels")
+            if pixels.dtype != expected:
                 raise TypeError(f"images: expected a numpy array of dtype {np.dtype(expected).name} (the CNN's "
-                                f"{weight.dtype}), got {images.dtype}")
-            tensor, as_numpy = torch.from_numpy(np.ascontiguousarray(images)).to(self.device), True
-        elif isinstance(images, torch.Tensor):
-            if images.device != self.device:
-                raise ValueError(f"images: on {images.device}, but the explainer runs on {self.device}; move them "
-                                 f"with .to({str(self.device)!r}) or compile with device={str(images.device)!r}")
-            tensor, as_numpy = images, False
+                                f"{weight.dtype}) or uint8 pixels, got {pixels.dtype}")
+            tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
         else:
-            raise TypeError(f"images: expected a float torch.Tensor or numpy array (B, C, H, W), got "
-                            f"{type(images).__name__}")
-        if tensor.dim() == 3:
-            tensor = tensor[None]
-        elif tensor.dim() != 4:
-            raise ValueError(f"images: expected (B, C, H, W) or one image (C, H, W), got shape {tuple(tensor.shape)}")
+            if pixels.device != self.device:
+                raise ValueError(f"images: on {pixels.device}, but the explainer runs on {self.device}; move them "
+                                 f"with .to({str(self.device)!r}) or compile with device={str(pixels.device)!r}")
+            tensor = pixels
         check_images(tensor, cnn)  # channels, dtype, finiteness, B >= 1
-        return tensor, as_numpy
+        return tensor
 
     def _targets(self, targets: object, batch: int) -> torch.Tensor | None:
         """None or a (B,) int64 tensor on the device (range: checked against the logits later)."""
@@ -169,19 +185,31 @@ class Explainer:
         return check_targets(targets, batch, self.device)
 
     # ------------------------------------------------------------------ the pipeline
-    def _run(self, images: object, targets: object, return_cgm: bool, mark: Callable[[str], None]) -> Explanation:
+    def _run(self, images: object, targets: object, return_cgm: bool, mark: Callable[[str], None],
+             layout: str | None = None) -> Explanation:
         # also inside the caller's torch.inference_mode() (serving code): the gradient kind needs
         # autograd, and the outputs are ordinary tensors either way
         with torch.inference_mode(False):
-            return self._run_pipeline(images, targets, return_cgm, mark)
+            cnn, generator = self._models()
+            batches = self._batches(images, cnn, layout)
+            chosen = self._targets(targets, batches.count)
+            parts = []
+            for batch in batches.batches:
+                x = self._tensor(batch.pixels, cnn)
+                subset = None if chosen is None or len(batches.batches) == 1 else chosen[batch.indices]
+                part = self._run_pipeline(cnn, generator, x, chosen if subset is None else subset, return_cgm, mark)
+                part["images"] = batch.pixels  # as they came (numpy stays numpy: no copy back)
+                parts.append(part)
+            result = in_order(batches, parts)
+        if not batches.tensors:  # numpy, PIL images or files came in: numpy goes out
+            result = {key: _to_numpy(value) for key, value in result.items()}
+        return Explanation(**result, class_names=self.class_names)
 
-    def _run_pipeline(self, images: object, targets: object, return_cgm: bool,
-                      mark: Callable[[str], None]) -> Explanation:
-        cnn, generator = self._models()
-        x, as_numpy = self._images(images, cnn)
+    def _run_pipeline(self, cnn: nn.Module, generator: nn.Module, x: torch.Tensor, chosen: torch.Tensor | None,
+                      return_cgm: bool, mark: Callable[[str], None]) -> dict:
+        images = x
         if x.is_inference():  # made under the caller's inference mode: autograd cannot use it
             x = x.clone()
-        chosen = self._targets(targets, x.shape[0])
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
             try:
@@ -192,29 +220,38 @@ class Explainer:
             with torch.no_grad():  # no_grad, not inference_mode: the outputs stay ordinary tensors
                 explanation = self._generate(generator, x, rep.cgm, mark)
         logits = rep.logits.float() if rep.logits.dtype in _AUTOCAST else rep.logits
-        result = Explanation(logits=logits, targets=rep.targets, maps=explanation, cgm=rep.cgm if return_cgm else None)
-        if as_numpy:
-            result = Explanation(*(None if v is None else v.detach().cpu().numpy()
-                                   for v in (result.logits, result.targets, result.maps, result.cgm)))
-        return result
+        return {"logits": logits, "targets": rep.targets, "maps": explanation,
+                "cgm": rep.cgm if return_cgm else None, "images": images}
 
-    def explain(self, images: object, targets: object = None, *, return_cgm: bool = False) -> Explanation:
-        """Explain a batch.
+    def explain(self, images: object, targets: object = None, *, return_cgm: bool = False,
+                layout: str | None = None) -> Explanation:
+        """Explain images.
 
         Args:
-            images: float tensor (on the explainer's device, the CNN's dtype) or numpy array (the
-                CNN's dtype), (B, C, H, W) or one image (C, H, W), finite, in the value range the CNN
-                expects (its own preprocessing).
+            images: any of
+                - a float tensor (on the explainer's device, the CNN's dtype) or numpy array (the
+                  CNN's dtype), in the value range the CNN takes (as before);
+                - uint8 pixels (tensor or numpy): scaled to [0, 1];
+                - a PIL image or an image file path (read with Pillow, made RGB, scaled to [0, 1]);
+                - (B, C, H, W), one image (C, H, W), or channels last (B, H, W, C) / (H, W, C);
+                - a list of images (3-D arrays, PIL images, paths), of any sizes: explained in
+                  groups of equal size, each map at its own image's size.
+                The preprocessing recorded in the generator (or given to compile) is applied
+                inside, so [0, 1] images (and uint8, PIL, files) go in as they are.
             targets: None (each image's predicted class), an int, a sequence of ints, a (B,) int
                 tensor or numpy array.
             return_cgm: also return the generator's input CGMs (B, K, S, S).
+            layout: None (inferred: ``fastinterp.runtime.inputs``'s rule), "CHW" or "HWC" for
+                arrays whose shape cannot tell (e.g. (3, 32, 3)).
 
         Returns an :class:`Explanation`: ``logits`` (B, classes), ``targets`` (B,), ``maps`` (B, H, W)
-        float32 in [0, 1]; numpy arrays when numpy was passed, else tensors on the device.
+        float32 in [0, 1] (a list of (H_i, W_i) maps for a list of images of different sizes),
+        ``images`` (what the CNN took), ``class_names``; tensors on the device when tensors were
+        passed, else numpy arrays.
         """
         if not isinstance(return_cgm, bool):
             raise TypeError(f"return_cgm: expected True or False, got {return_cgm!r}")
-        return self._run(images, targets, return_cgm, _no_mark)
+        return self._run(images, targets, return_cgm, _no_mark, layout)
 
     __call__ = explain
 
@@ -251,7 +288,7 @@ class Explainer:
             return self._generate(generator, images.to(self.device), cgm.to(self.device, self._generator_dtype),
                                   _no_mark)
 
-    def profile(self, images: object, targets: object = None) -> dict[str, float]:
+    def profile(self, images: object, targets: object = None, *, layout: str | None = None) -> dict[str, float]:
         """One ``explain`` with a wall-clock time (ms) per stage: "forward" (the CNN; for the
         activation kind including the head's CAM), "backward" (gradient kind), "maps" (CAM formulas
         + the fused cumulative average), "resize" (image resize + map resize), "generator", and
@@ -269,10 +306,16 @@ class Explainer:
             last[0] = now
 
         sync()
-        self._run(images, targets, False, mark)
+        self._run(images, targets, False, mark, layout)
         stages["total"] = 1e3 * (last[0] - start)
         return stages
 
 
 def _no_mark(stage: str) -> None:
     pass
+
+
+def _to_numpy(value: object) -> object:
+    if isinstance(value, list):
+        return [_to_numpy(v) for v in value]
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value

@@ -1,7 +1,7 @@
 """The ONNX Runtime backend: ``load_onnx(path)`` -> an explainer with ``Explainer``'s API over one
 ``.onnx`` file written by ``Explainer.export_onnx`` / ``fastinterp export``.
 
-Needs onnxruntime and numpy only (torch is not imported; torch tensors are accepted and returned
+Needs onnxruntime and numpy (Pillow for PIL images and files; torch is not imported: tensors are accepted and returned
 when torch is there). One ``InferenceSession`` per explainer, every graph optimisation on,
 intra-op threads settable; execution providers by what is installed: TensorRT > CUDA > CPU
 (``pip install "fastinterp[gpu]"`` brings onnxruntime-gpu; TensorRT needs its own libraries, see
@@ -29,6 +29,7 @@ import numpy as np
 from fastinterp._core.extras import require
 from fastinterp.export.format import EXPLAINER_INPUTS, EXPLAINER_OUTPUTS, FORMAT_VERSION, READABLE_VERSIONS
 from fastinterp.runtime.explanation import Explanation
+from fastinterp.runtime.inputs import Images, as_image_batches, in_order
 
 __all__ = ["FORMAT_VERSION", "OnnxExplainer", "default_providers", "load_onnx"]
 
@@ -108,43 +109,39 @@ class OnnxExplainer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ inputs (the torch backend's errors)
-    def _images(self, images: object) -> tuple[np.ndarray, bool]:
-        tensor_type = _torch_tensor_type()
-        as_torch = tensor_type is not None and isinstance(images, tensor_type)
-        if as_torch:
-            if images.is_floating_point() and images.dtype != _torch_float32():
-                raise TypeError(f"images: dtype {images.dtype} but the exported graph takes torch.float32")
-            if not images.is_floating_point():
-                raise TypeError(f"images: expected a floating-point tensor, got dtype {images.dtype}")
-            array = images.detach().cpu().numpy()
-        elif isinstance(images, np.ndarray):
-            if images.dtype != np.float32:
-                raise TypeError(f"images: expected a numpy array of dtype float32 (the exported graph's), got "
-                                f"{images.dtype}")
-            array = images
-        else:
-            raise TypeError(f"images: expected a float torch.Tensor or numpy array (B, C, H, W), got "
-                            f"{type(images).__name__}")
-        if array.ndim == 3:
-            array = array[None]
-        elif array.ndim != 4:
-            raise ValueError(f"images: expected (B, C, H, W) or one image (C, H, W), got shape {tuple(array.shape)}")
-        batch, channels, height, width = array.shape
+    # ------------------------------------------------------------------ inputs (the torch backend's rules and errors)
+    def _batches(self, images: object, layout: str | None) -> Images:
+        """``images`` in any accepted form (``runtime.inputs``) -> float32 batches of equal-size images."""
+
+        def scale_uint8(pixels):
+            array = pixels.detach().cpu().numpy() if not isinstance(pixels, np.ndarray) else pixels
+            return array.astype(np.float32) / np.float32(255)
+
+        return as_image_batches(images, self.channels, layout=layout, scale_uint8=scale_uint8)
+
+    def _array(self, pixels: object) -> np.ndarray:
+        """One batch's float pixels (B, C, H, W) as a float32 numpy array, checked."""
+        if not isinstance(pixels, np.ndarray):  # a float torch tensor
+            if pixels.dtype != _torch_float32():
+                raise TypeError(f"images: dtype {pixels.dtype} but the exported graph takes torch.float32 (or uint8 "
+                                "pixels)")
+            pixels = pixels.detach().cpu().numpy()
+        elif pixels.dtype != np.float32:
+            raise TypeError(f"images: expected a numpy array of dtype float32 (the exported graph's) or uint8 pixels, "
+                            f"got {pixels.dtype}")
+        batch, channels, height, width = pixels.shape
         if batch == 0:
             raise ValueError("images: batch size is 0; expected at least one image")
-        if channels != self.channels:
-            raise ValueError(f"images: the model's first conv expects {self.channels} channels, got {channels} "
-                             f"(shape {tuple(array.shape)})")
         if self.input_size is not None and (height, width) != self.input_size:
             raise ValueError(f"images: the exported graph takes {self.input_size[0]}x{self.input_size[1]} images, got "
-                             f"{height}x{width}; export with input_size=({height}, {width}) or dynamic_size=True")
+                             f"{height}x{width}; resize them, or export with input_size=({height}, {width}) or "
+                             "dynamic_size=True")
         if not self.dynamic_batch and batch != 2:
             raise ValueError(f"images: the graph was exported with a fixed batch of 2 (dynamic_batch=False), got "
                              f"{batch}")
-        if not np.isfinite(array).all():
+        if not np.isfinite(pixels).all():
             raise ValueError("images: contains NaN or infinite values")
-        return np.ascontiguousarray(array), as_torch
+        return np.ascontiguousarray(pixels)
 
     def _targets(self, targets: object, batch: int) -> np.ndarray:
         tensor_type = _torch_tensor_type()
@@ -184,34 +181,44 @@ class OnnxExplainer:
             raise RuntimeError("explainer: it was closed; load a new one with fastinterp.load_onnx(path)")
         return self._session
 
-    def explain(self, images: object, targets: object = None, *, return_cgm: bool = False) -> Explanation:
-        """Explain a batch; as :meth:`fastinterp.Explainer.explain`. ``images``: float32 numpy array or
-        torch tensor (B, C, H, W) or (C, H, W); returns numpy arrays, or CPU torch tensors when a
-        tensor was passed."""
+    def explain(self, images: object, targets: object = None, *, return_cgm: bool = False,
+                layout: str | None = None) -> Explanation:
+        """Explain images; as :meth:`fastinterp.Explainer.explain` (float32 or uint8 arrays / tensors,
+        channels first or last, PIL images, files, lists of any sizes). Returns numpy arrays, or CPU
+        torch tensors when tensors were passed."""
         if not isinstance(return_cgm, bool):
             raise TypeError(f"return_cgm: expected True or False, got {return_cgm!r}")
         session = self._session_or_raise()
-        array, as_torch = self._images(images)
-        chosen = self._targets(targets, array.shape[0])
+        batches = self._batches(images, layout)
+        chosen = self._targets(targets, batches.count)
         names = ["logits", "chosen_targets", "maps"] + (["cgm"] if return_cgm else [])
-        outputs = session.run(names, {"images": array, "targets": chosen})
-        logits, classes, maps = outputs[:3]
-        cgm = outputs[3] if return_cgm else None
-        if as_torch:
+        parts = []
+        for batch in batches.batches:
+            array = self._array(batch.pixels)
+            outputs = session.run(names, {"images": array, "targets": chosen[batch.indices]})
+            parts.append({"logits": outputs[0], "targets": outputs[1], "maps": outputs[2],
+                          "cgm": outputs[3] if return_cgm else None, "images": array})
+        result = in_order(batches, parts)
+        if batches.tensors:
             import torch
 
-            logits, classes, maps = (torch.from_numpy(x) for x in (logits, classes, maps))
-            cgm = None if cgm is None else torch.from_numpy(cgm)
-        return Explanation(logits=logits, targets=classes, maps=maps, cgm=cgm)
+            result = {key: _as_torch(torch, value) for key, value in result.items()}
+        return Explanation(**result, class_names=self.class_names)
 
     __call__ = explain
 
-    def profile(self, images: object, targets: object = None) -> dict[str, float]:
+    def profile(self, images: object, targets: object = None, *, layout: str | None = None) -> dict[str, float]:
         """One ``explain`` timed: {"total": ms} (the graph runs as one; ONNX Runtime's own profiler
         gives per-node times: ``SessionOptions.enable_profiling``)."""
         start = time.perf_counter()
-        self.explain(images, targets)
+        self.explain(images, targets, layout=layout)
         return {"total": 1e3 * (time.perf_counter() - start)}
+
+
+def _as_torch(torch, value):
+    if isinstance(value, list):
+        return [_as_torch(torch, v) for v in value]
+    return None if value is None else torch.from_numpy(value)
 
 
 def _torch_float32():

@@ -35,7 +35,7 @@ def onnxruntime_explainer(explainer: Explainer, batch_sizes: Sequence[int] | Non
     cnn, generator = explainer._models()
     # what the graph depends on: weights, and the modules' settings (strides, dilations, eps...), in repr
     key = json.dumps([__version__, torch.__version__, dict(explainer.representation), explainer.image_resize,
-                      explainer.input_size, weights_sha256(cnn), weights_sha256(generator), repr(cnn), repr(generator)])
+                      explainer.input_size, explainer.class_names, weights_sha256(cnn), weights_sha256(generator), repr(cnn), repr(generator)])
     path = onnx_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
