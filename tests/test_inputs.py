@@ -318,7 +318,7 @@ def test_explain_command_on_a_folder_with_a_corrupt_file(tmp_path, capsys):
     predictions = json.loads((out / "predictions.json").read_text())
     assert predictions["count"] == 7 and len(predictions["explained"]) == 6
     assert [f["file"] for f in predictions["failed"]] == [str(folder / "broken.png")]
-    names = [Path(e["explained"][0]["png"]).with_suffix("").as_posix() for e in predictions["explained"]]
+    names = [Path(e["explained"][0]["overlay"]).with_suffix("").as_posix() for e in predictions["explained"]]
     assert names == ["p0", "p1", "p2", "p3", "p4", "sub/grey"]
     # the map written at the photo's size is the explainer's map of the resized photo, resized back
     with warnings.catch_warnings():
@@ -328,7 +328,7 @@ def test_explain_command_on_a_folder_with_a_corrupt_file(tmp_path, capsys):
         photo = np.asarray(Image.open(entry["file"]).convert("RGB"))
         saved = np.load(out / entry["explained"][0]["npy"])
         assert saved.shape == photo.shape[:2] == tuple(entry["size"]) and saved.dtype == np.float32
-        with Image.open(out / entry["explained"][0]["png"]) as png:
+        with Image.open(out / entry["explained"][0]["overlay"]) as png:
             assert png.size == (photo.shape[1], photo.shape[0])
         one = explainer.explain(resize_rgb(photo, (64, 64)))
         np.testing.assert_allclose(saved, resize_map(one.maps[0], photo.shape[:2]), rtol=0, atol=1e-5)
@@ -344,9 +344,9 @@ def test_explain_command_several_targets_and_errors(tmp_path, capsys):
         Image.fromarray(photos(1, 64, 64, seed=i)[0]).save(folder / f"{i}.png")
     out = tmp_path / "out"
     assert cli(["explain", "--cnn", "digits-mobilenet_v3_small", "--generator", "fast", str(folder), "--out", str(out),
-                "--targets", "predicted", "3", "--no-progress", "--io-threads", "0"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["0_3.npy", "0_3.png", "0_predicted.npy", "0_predicted.png",
-                                                     "1_3.npy", "1_3.png", "1_predicted.npy", "1_predicted.png",
+                "--targets", "predicted", "3", "--no-progress", "--io-threads", "0", "--overlay-format", "jpg"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0_3.jpg", "0_3.npy", "0_predicted.jpg", "0_predicted.npy",
+                                                     "1_3.jpg", "1_3.npy", "1_predicted.jpg", "1_predicted.npy",
                                                      "predictions.json"]
     entry = json.loads((out / "predictions.json").read_text())["explained"][0]
     assert [e["target"] for e in entry["explained"]] == ["predicted", 3] and entry["explained"][1]["class"] == 3
@@ -364,18 +364,21 @@ def test_explain_command_several_targets_and_errors(tmp_path, capsys):
     assert "leave out --cnn" in capsys.readouterr().err
     assert cli(["explain", "--cnn", "demo", "--generator", "no-such", str(folder), "--out", str(out)]) == 2
     assert "'demo' or one of" in capsys.readouterr().err
+    assert cli(["explain", "--cnn", "demo", "--generator", "demo", str(folder), "--out", str(out), "--targets",
+                "10"]) == 2
+    assert "targets: class indices must be in [0, 10)" in capsys.readouterr().err
 
 
 BLOCK_TORCH = """
 import sys
 class NoTorch:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError("torch is not importable in this process")
+        if name.split(".")[0] in ("torch", "torchvision", "safetensors"):
+            raise ImportError(f"{name} is not importable in this process")
 sys.meta_path.insert(0, NoTorch())
 from fastinterp.cli import main
 code = main(sys.argv[1:])
-assert not any(m.split(".")[0] == "torch" for m in sys.modules), "torch was imported"
+assert not any(m.split(".")[0] in ("torch", "safetensors") for m in sys.modules), "torch was imported"
 print("torch imported:", "torch" in sys.modules)
 sys.exit(code)
 """
@@ -388,6 +391,15 @@ def test_explain_command_runs_an_onnx_file_without_torch(tmp_path):
         warnings.simplefilter("ignore", DomainWarning)
         explainer = fastinterp.compile(fastinterp.load_cnn("demo"), "demo")
     onnx = explainer.export_onnx(tmp_path / "demo.onnx")
+    # the ONNX Runtime explainer takes the same forms, each equal to its float32 array
+    loaded = fastinterp.load_onnx(onnx)
+    pixels = photos(2)
+    expected = loaded.explain(as_float(pixels).numpy())
+    for form in (pixels, torch.from_numpy(pixels), [Image.fromarray(p) for p in pixels], list(pixels)):
+        got = loaded.explain(form)
+        np.testing.assert_allclose(np.asarray(got.maps), expected.maps, rtol=0, atol=ATOL)
+        assert np.array_equal(np.asarray(got.targets), expected.targets)
+    assert loaded.explain(pixels[0]).maps.shape == (1, 64, 64) and loaded.class_names == explainer.class_names
     folder = photo_folder(tmp_path / "photos", count=3)
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "explain", "--onnx", str(onnx), str(folder),
@@ -402,3 +414,14 @@ def test_explain_command_runs_an_onnx_file_without_torch(tmp_path):
     for entry in predictions["explained"]:
         npy = entry["explained"][0]["npy"]
         np.testing.assert_allclose(np.load(out / npy), np.load(torch_out / npy), rtol=0, atol=1e-4)
+
+
+def test_export_without_onnx_names_the_extra(explainer, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r'exporting to ONNX runs torch.onnx.export with onnx, which is not '
+                                                  r'installed: pip install "fastinterp\[onnx\]"'):
+        explainer.export_onnx(tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

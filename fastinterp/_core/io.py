@@ -2,7 +2,8 @@
 CNNs, generators, training states, dataset shards). Writing is atomic; reading never executes code
 (no pickle) and checks a format tag, so a foreign, truncated or corrupted file raises a
 ``ValueError`` that names the argument and the file. Also the JSON writer and which files are
-read as images. Importing it imports no torch (``fastinterp explain --onnx`` runs without)."""
+read as images. Importing it imports neither torch nor safetensors (``fastinterp explain --onnx``
+runs without them)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from safetensors import SafetensorError, safe_open
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +52,8 @@ def load_tensors(path: str | Path, expected_format: str,
                  argument: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a file written by :func:`save_tensors` and check its format tag; errors name
     ``argument`` and the file."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{argument}: {path} does not exist or is not a file")

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastinterp._core.extras import require
 from fastinterp._core.hashing import weights_sha256
 from fastinterp._core.validation import check_size, stem_weight
 from fastinterp._version import __version__
@@ -62,6 +63,12 @@ def _check_path(path: object) -> Path:
         raise ValueError(f"path: expected a file name ending in .onnx, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _require_exporter() -> None:
+    """onnx and onnxscript (torch.onnx's dynamo exporter needs both), or an error naming the extra."""
+    for module in ("onnx", "onnxscript"):
+        require(module, "onnx", "exporting to ONNX runs torch.onnx.export")
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -100,6 +107,7 @@ def export_generator(generator: nn.Module, path: str | Path, *, opset: int | Non
     """The generator alone as ONNX: inputs ``image`` (B, 3, S, S), ``cgm`` (B, K, S, S) float32,
     output ``map`` (B, 1, S, S); the batch size is dynamic. Metadata as the explainer file's
     (format "generator")."""
+    _require_exporter()
     config = getattr(generator, "config", None)
     if not isinstance(generator, nn.Module) or not isinstance(config, dict) or not {"k", "size"} <= set(config):
         raise TypeError("generator: expected a generator from fastinterp.load_generator / build_generator, got "
@@ -139,6 +147,7 @@ def export_explainer(cnn: nn.Module, generator: nn.Module, representation: Mappi
         teacher: what the generator was taught, recorded (default: the representation's teacher).
         the rest: as ``Explainer.export_onnx``.
     """
+    _require_exporter()
     for name, flag in (("dynamic_batch", dynamic_batch), ("dynamic_size", dynamic_size), ("fp16", fp16)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected True or False, got {flag!r}")

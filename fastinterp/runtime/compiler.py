@@ -279,7 +279,7 @@ def compile(
     probe = torch.rand(1, stem.in_channels, *size, dtype=weight.dtype, device=target,
                        generator=torch.Generator(device=target).manual_seed(0))
     try:
-        explainer.explain(probe)
+        explainer.num_classes = int(explainer.explain(probe).logits.shape[1])
     except ValueError as error:
         side = (f"the generator was trained on the {options['kind']} representation (k={options['k']})"
                 if metadata is not None else f"the generator takes k={options['k']} cumulative maps")

@@ -50,7 +50,8 @@ class Explainer:
     ``generate``, ``export_onnx``, ``close()`` (or use it as a context manager). Attributes:
     ``representation`` (the options the CGMs are made with, read-only), ``image_resize``,
     ``device``, ``dtype`` (autocast dtype or None), ``backend``, ``metadata`` (the generator's),
-    ``input_size`` (of compile's probe run), ``class_names`` (or None).
+    ``input_size`` (of compile's probe run), ``num_classes`` (the CNN's outputs), ``class_names``
+    (or None).
     """
 
     def __init__(self, cnn: nn.Module, generator: nn.Module, options: dict, image_resize: str,
@@ -65,6 +66,7 @@ class Explainer:
         self.metadata = metadata
         self.input_size = input_size  # (H, W) of compile's probe run
         self.class_names = None if class_names is None else tuple(class_names)
+        self.num_classes: int | None = None  # the CNN's outputs, set by compile's probe run
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle

@@ -8,10 +8,13 @@ Needs numpy, Pillow, matplotlib and tqdm, not torch: it drives any explainer wit
          -> explain(batch, targets) -> map (h, w) -> resized back to (H, W)
          -> <stem>.png (overlay on the original), <stem>.npy (float32 (H, W) in [0, 1])
 
-Reading runs ahead of explaining, and writing behind it, on I/O threads (Pillow and numpy
-release the GIL while decoding, encoding and copying), so the explainer waits on neither
-(``benchmarks/explain_folder.py`` measures both ways). A file that cannot be read, or a batch
-that cannot be explained, is reported by name and skipped; the rest go on.
+Reading can run ahead of explaining, and writing behind it, on I/O threads (Pillow and numpy
+release the GIL while decoding, encoding and copying). That pays only where explain leaves a core
+idle: ``benchmarks/explain_folder.py`` measured, 500 demo-size images on this 2-core machine, the
+file work at +22% of explain time with the threads and +17% without when torch runs on both cores,
+and +6% with / +10% without when torch runs on one. So by default the threads are used on machines
+with more than 2 cores (:func:`default_io_threads`). A file that cannot be read, or a batch that
+cannot be explained, is reported by name and skipped; the rest go on.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from fastinterp._core.io import image_files
 from fastinterp.runtime.explanation import Explanation, draw_overlay, get_colormap, resize_map
 from fastinterp.runtime.inputs import read_rgb
 
-__all__ = ["FilesReport", "ImageFile", "explain_files", "find_images", "read_resized", "resize_rgb"]
+__all__ = ["FilesReport", "ImageFile", "default_io_threads", "explain_files", "find_images", "read_resized",
+           "resize_rgb"]
 
 PREDICTED = "predicted"
 TOP = 5  # classes per image in predictions.json
@@ -58,6 +62,12 @@ class FilesReport:
     predictions: Path | None = None
     seconds: float = 0.0
     explain_seconds: float = 0.0
+
+
+def default_io_threads() -> int:
+    """I/O threads beside explain: 2 (a reader and a writer) on machines with more than 2 cores,
+    else 0 (explain keeps every core; see the module doc for the measurement)."""
+    return 2 if (os.cpu_count() or 1) > 2 else 0
 
 
 def find_images(sources: Sequence[str | Path], argument: str = "images") -> list[ImageFile]:
@@ -106,9 +116,12 @@ def read_resized(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndar
     return original, resize_rgb(original, size)
 
 
+OVERLAY_FORMATS = ("png", "jpg")  # jpg: encodes a 640x480 overlay ~20x faster than Pillow's PNG (NOTES.md)
+
+
 def _write(out: Path, image: ImageFile, original: np.ndarray, maps: list[np.ndarray], stems: list[str],
-           alpha: float, cmap) -> None:
-    """One image's outputs: per target, the map at the photo's size (.npy) and the overlay (.png)."""
+           alpha: float, cmap, overlay_format: str) -> None:
+    """One image's outputs: per target, the map at the photo's size (.npy) and the overlay (.png or .jpg)."""
     from PIL import Image
 
     picture = original.astype(np.float32) / np.float32(255)
@@ -117,18 +130,22 @@ def _write(out: Path, image: ImageFile, original: np.ndarray, maps: list[np.ndar
         path = out / stem
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path.with_suffix(".npy"), full.astype(np.float32, copy=False))
-        Image.fromarray(draw_overlay(picture, full, alpha, cmap)).save(path.with_suffix(".png"), compress_level=1)
+        overlay = Image.fromarray(draw_overlay(picture, full, alpha, cmap))
+        if overlay_format == "png":
+            overlay.save(path.with_suffix(".png"), compress_level=1)
+        else:
+            overlay.save(path.with_suffix(".jpg"), quality=90)
 
 
 def _record(image: ImageFile, shape: tuple[int, ...], explanations: list[Explanation], row: int,
-            targets: Sequence[str | int], stems: list[str]) -> dict[str, Any]:
+            targets: Sequence[str | int], stems: list[str], overlay_format: str) -> dict[str, Any]:
     """predictions.json's entry of one image."""
     explained = []
     for explanation, target, stem in zip(explanations, targets, stems):
         one = explanation[row]
         chosen = int(np.asarray(one.targets)[0])
         explained.append({"target": target, "class": chosen, "name": one.class_name(chosen),
-                          "probability": float(one.probabilities[0, chosen]), "png": f"{stem}.png",
+                          "probability": float(one.probabilities[0, chosen]), "overlay": f"{stem}.{overlay_format}",
                           "npy": f"{stem}.npy"})
     top = explanations[0][row].top_k(TOP)[0]
     return {"file": str(image.path), "size": list(shape[:2]), "explained": explained,
@@ -162,11 +179,12 @@ def _loaded(images: list[ImageFile], size: tuple[int, int], reader: ThreadPoolEx
 
 def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path, *, size: tuple[int, int],
                   targets: Sequence[str | int] = (PREDICTED,), batch_size: int = 32, alpha: float = 0.5,
-                  colormap: str = "jet", io_threads: int = 2, progress: bool = True,
+                  colormap: str = "jet", overlay_format: str = "png", io_threads: int | None = None,
+                  progress: bool = True,
                   on_error: Callable[[str, str], None] | None = None, about: dict | None = None) -> FilesReport:
     """Explain every image of ``sources`` (files and folders, :func:`find_images`) with
     ``explainer`` and write, under ``out``: ``<name>.png`` (the overlay on the original photo,
-    at its resolution), ``<name>.npy`` (the map at the photo's size, float32 in [0, 1]) and
+    at its resolution; ``.jpg`` with ``overlay_format="jpg"``), ``<name>.npy`` (the map at the photo's size, float32 in [0, 1]) and
     ``predictions.json`` (per image: the explained class(es) with probability, the top 5 classes,
     names when the explainer knows them; the files that failed; ``about``).
 
@@ -175,7 +193,7 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
         targets: "predicted" and / or class indices; each image is explained once per entry,
             written as ``<name>_<target>.png`` when there are several.
         io_threads: 0: read and write on the calling thread; else one reader and ``io_threads - 1``
-            writers (at least one) beside it.
+            writers (at least one) beside it; None: :func:`default_io_threads`.
         on_error: called with (file, error) for each image that fails (also in the report).
     """
     import time
@@ -188,8 +206,15 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
         raise ValueError(f"targets: expected 'predicted' and / or class indices >= 0, got {list(targets)!r}")
     if len(set(targets)) != len(targets):
         raise ValueError(f"targets: each at most once, got {list(targets)!r}")
+    io_threads = default_io_threads() if io_threads is None else io_threads
     if isinstance(io_threads, bool) or not isinstance(io_threads, int) or io_threads < 0:
         raise ValueError(f"io_threads: expected an int >= 0, got {io_threads!r}")
+    classes = getattr(explainer, "num_classes", None)
+    if classes is not None and any(t != PREDICTED and t >= classes for t in targets):
+        raise ValueError(f"targets: class indices must be in [0, {classes}) for a CNN with {classes} outputs, got "
+                         f"{list(targets)!r}")
+    if overlay_format not in OVERLAY_FORMATS:
+        raise ValueError(f"overlay_format: expected one of {OVERLAY_FORMATS}, got {overlay_format!r}")
     cmap = get_colormap(colormap)
     images = find_images(sources)
     out = Path(out)
@@ -228,9 +253,9 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
             report.explain_seconds += time.perf_counter() - began
         for row, (index, image, original, _) in enumerate(batch):
             stems = [image.name if len(targets) == 1 else f"{image.name}_{t}" for t in targets]
-            records[index] = _record(image, original.shape, explanations, row, targets, stems)
+            records[index] = _record(image, original.shape, explanations, row, targets, stems, overlay_format)
             maps = [np.asarray(e.maps[row], dtype=np.float32) for e in explanations]
-            args = (out, image, original, maps, stems, alpha, cmap)
+            args = (out, image, original, maps, stems, alpha, cmap, overlay_format)
             if writer is None:
                 _write(*args)
             else:
