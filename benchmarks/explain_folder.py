@@ -10,8 +10,12 @@ temporary folder, then in ``--rounds`` interleaved rounds times:
     command, I/O threads   runtime.files.explain_files (what `fastinterp explain` runs): one reader
                    thread ahead, one writer thread behind
     command, no threads    the same on the calling thread only (io_threads=0)
+    command, jpg           no threads, overlays written as JPEG (--overlay-format jpg)
 
-and prints the medians and overhead = command / explain only - 1. ``--photo-size HxW`` adds the
+and prints the medians and overhead = command / explain only - 1 (per round, then the median: the
+two run side by side), and, for the run without threads, its own split: the time outside explain()
+(reading, resizing, drawing, writing) over the time inside it, in the same run (immune to the
+machine's drift between runs). ``--photo-size HxW`` adds the
 same measurement with photos of that size (JPEG), whose decode, resize and full-resolution
 overlay cost more than the demo's. Run: ``python benchmarks/explain_folder.py`` (about 2 min here).
 """
@@ -59,25 +63,35 @@ def explain_only(explainer, folder: Path, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def command(explainer, folder: Path, out: Path, batch_size: int, io_threads: int) -> tuple[float, float]:
+def command(explainer, folder: Path, out: Path, batch_size: int, io_threads: int,
+            overlay_format: str = "png") -> tuple[float, float]:
     """(seconds of explain_files, of which inside explain)."""
     report = explain_files(explainer, [folder], out, size=explainer.input_size, batch_size=batch_size,
-                           io_threads=io_threads, progress=False)
+                           io_threads=io_threads, overlay_format=overlay_format, progress=False)
     assert not report.failed, report.failed
     return report.seconds, report.explain_seconds
 
 
 def measure(explainer, folder: Path, work: Path, batch_size: int, rounds: int) -> dict:
     times: dict[str, list[float]] = {"explain only": [], "command, I/O threads": [], "command, no threads": [],
-                                     "inside explain (threads)": []}
+                                     "command, jpg": [], "inside explain (threads)": [],
+                                     "inside explain (no threads)": []}
     command(explainer, folder, work / "warm", batch_size, 2)  # warm-up: allocators, page cache, imports
     for r in range(rounds):
         times["explain only"].append(explain_only(explainer, folder, batch_size))
         total, inside = command(explainer, folder, work / f"threads-{r}", batch_size, 2)
         times["command, I/O threads"].append(total)
         times["inside explain (threads)"].append(inside)
-        times["command, no threads"].append(command(explainer, folder, work / f"sync-{r}", batch_size, 0)[0])
-    return {name: statistics.median(values) for name, values in times.items()} | {"rounds": times}
+        total, inside = command(explainer, folder, work / f"sync-{r}", batch_size, 0)
+        times["command, no threads"].append(total)
+        times["inside explain (no threads)"].append(inside)
+        times["command, jpg"].append(command(explainer, folder, work / f"jpg-{r}", batch_size, 0, "jpg")[0])
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name in ("command, I/O threads", "command, no threads", "command, jpg"):  # paired per round
+        medians[f"overhead {name}"] = statistics.median(c / e - 1 for c, e in zip(times[name], times["explain only"]))
+    medians["file work / explain, same run"] = statistics.median(
+        t / i - 1 for t, i in zip(times["command, no threads"], times["inside explain (no threads)"]))
+    return medians | {"rounds": times}
 
 
 def main() -> None:
@@ -110,13 +124,14 @@ def main() -> None:
     print(f"fastinterp explain on a folder: demo CNN + generator at 64x64, batch {args.batch_size}, "
           f"{torch.get_num_threads()} torch threads, {args.rounds} interleaved rounds (medians), {time.strftime('%Y-%m-%d')}")
     print()
-    print("| images | count | explain only s | command (I/O threads) s | overhead | command (no threads) s | overhead |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    columns = ("command, I/O threads", "command, no threads", "command, jpg")
+    print("| images | count | explain only s | " + " | ".join(f"{c} s | overhead" for c in columns)
+          + " | file work / explain (no threads, same run) |")
+    print("|---|---:|---:|" + "---:|---:|" * len(columns) + "---:|")
     for run in results["runs"]:
-        base = run["explain only"]
-        print(f"| {run['images']} | {run['count']} | {base:.2f} | {run['command, I/O threads']:.2f} | "
-              f"{100 * (run['command, I/O threads'] / base - 1):+.0f}% | {run['command, no threads']:.2f} | "
-              f"{100 * (run['command, no threads'] / base - 1):+.0f}% |")
+        cells = " | ".join(f"{run[c]:.2f} | {100 * run['overhead ' + c]:+.0f}%" for c in columns)
+        print(f"| {run['images']} | {run['count']} | {run['explain only']:.2f} | {cells} | "
+              f"{100 * run['file work / explain, same run']:.0f}% |")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

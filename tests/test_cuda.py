@@ -142,3 +142,22 @@ def test_fit_builds_and_trains_on_the_gpu_and_its_dataset_matches_the_cpus(tmp_p
     for j in same:
         for key in ("cgm", "teacher"):
             assert (a[j][key] - b[j][key]).abs().max().item() < PIPELINE_ATOL * 10, (j, key)  # float16 storage
+
+
+def test_images_as_they_come_on_cuda():
+    """PIL images, uint8 numpy (moved to the device) and uint8 CUDA tensors give the CUDA float
+    tensor's maps; numpy in gives numpy out, a CUDA tensor in gives CUDA tensors out."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    explainer = fastinterp.compile(build("resnet18").cuda(), build_generator("fast").eval(), input_size=64,
+                                   representation="gradient")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    expected = explainer.explain(torch.from_numpy(pixels).cuda().permute(0, 3, 1, 2).float() / 255)
+    for form in (pixels, [Image.fromarray(p) for p in pixels], torch.from_numpy(pixels).cuda()):
+        got = explainer.explain(form)
+        maps = got.maps if isinstance(got.maps, torch.Tensor) else torch.from_numpy(got.maps).cuda()
+        assert maps.device.type == "cuda" if isinstance(form, torch.Tensor) else isinstance(got.maps, np.ndarray)
+        torch.testing.assert_close(maps, expected.maps, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="images: on cpu, but the explainer runs on cuda"):
+        explainer.explain(torch.from_numpy(pixels))

@@ -385,7 +385,7 @@ sys.exit(code)
 
 
 @pytest.mark.slow
-def test_explain_command_runs_an_onnx_file_without_torch(tmp_path):
+def test_explain_command_runs_an_onnx_file_without_torch(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DomainWarning)
@@ -411,9 +411,14 @@ def test_explain_command_runs_an_onnx_file_without_torch(tmp_path):
     torch_out = tmp_path / "torch"
     assert cli(["explain", "--cnn", "demo", "--generator", "demo", str(folder), "--out", str(torch_out),
                 "--no-progress"]) == 1
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # compile's ONNX cache, not the user's
+    ort_out = tmp_path / "ort"
+    assert cli(["explain", "--cnn", "demo", "--generator", "demo", "--backend", "onnxruntime", str(folder),
+                "--out", str(ort_out), "--no-progress"]) == 1
     for entry in predictions["explained"]:
         npy = entry["explained"][0]["npy"]
         np.testing.assert_allclose(np.load(out / npy), np.load(torch_out / npy), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(np.load(ort_out / npy), np.load(out / npy), rtol=0, atol=1e-6)
 
 
 def test_export_without_onnx_names_the_extra(explainer, tmp_path, monkeypatch):
@@ -425,3 +430,17 @@ def test_export_without_onnx_names_the_extra(explainer, tmp_path, monkeypatch):
                                                   r'installed: pip install "fastinterp\[onnx\]"'):
         explainer.export_onnx(tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_readme_photo_example_runs(tmp_path, monkeypatch):
+    """README "Explaining a photo", with the demo pair in place of a fitted one."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## Explaining a photo", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    Image.fromarray(photos(1, 120, 90)[0]).save(tmp_path / "cat.jpg")
+    code = code.replace('"fitted/generator.safetensors"', '"demo"').replace("(224, 224)", "(64, 64)")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DomainWarning)
+        exec(compile(code, "README.md", "exec"), {"model": fastinterp.load_cnn("demo")})
+    with Image.open(tmp_path / "cat_explained.png") as png:
+        assert png.size == (90, 120)
