@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fastinterp.cli.commands import COMMANDS
 
-__all__ = ["checkpoint_file", "command_parser", "dataset_folder", "key_values", "named_paths", "normalize",
-           "positive_int", "shipped_checkpoint", "shipped_names"]
+__all__ = ["checkpoint_file", "command_parser", "dataset_folder", "image_size", "key_values", "named_paths",
+           "normalize", "positive_int", "shipped_checkpoint", "shipped_names"]
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
@@ -60,6 +60,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """--size / --input-size: "H" (square) or "HxW", pixels >= 1 -> (H, W)."""
+    height, sep, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width)) if sep else (int(height), int(height))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H or HxW (pixels), got {text!r}") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes >= 1, got {text!r}")
+    return size
 
 
 def shipped_names(kind: str) -> str:

@@ -9,21 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from fastinterp.cli.args import command_parser, positive_int
+from fastinterp.cli.args import command_parser, image_size, positive_int
 from fastinterp.runtime.files import PREDICTED, explain_files
 
 __all__ = ["main"]
-
-
-def _size(text: str) -> tuple[int, int]:
-    height, sep, width = text.lower().partition("x")
-    try:
-        size = (int(height), int(width)) if sep else (int(height), int(height))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H or HxW (pixels), got {text!r}") from None
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected sizes >= 1, got {text!r}")
-    return size
 
 
 def _target(text: str) -> str | int:
@@ -63,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", nargs="+", type=_target, default=[PREDICTED], metavar="predicted|N",
                    help="the class(es) to explain: 'predicted' (default) and / or class indices; several: one output "
                         "per target, <name>_<target>.png")
-    p.add_argument("--size", type=_size, metavar="H[xW]",
+    p.add_argument("--size", type=image_size, metavar="H[xW]",
                    help="the size images are resized to for the CNN (default: the explainer's input size: the "
                         "generator's recorded one, the CNN's input_size, the ONNX file's, else 224)")
     p.add_argument("--class-names", type=Path, metavar="FILE",

@@ -10,28 +10,12 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from fastinterp.cli.args import command_parser, key_values, positive_int
+from fastinterp.cli.args import command_parser, image_size, key_values, normalize, positive_int
 from fastinterp.fitting.pipeline import DEFAULT_REPRESENTATION_KIND, DEFAULT_TEACHER, TEACHERS, fit
 from fastinterp.generator.training import AUGMENTATIONS
 from fastinterp.maps.options import KINDS
-from fastinterp.maps.preprocess import parse_normalize
 
 __all__ = ["main"]
-
-
-def _size(text: str) -> int | tuple[int, int]:
-    height, sep, width = text.lower().partition("x")
-    try:
-        return (int(height), int(width)) if sep else int(height)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H or HxW (pixels), got {text!r}") from None
-
-
-def _normalize(text: str):
-    try:
-        return parse_normalize(text, "")
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).lstrip(": ")) from None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -51,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
                              "predicted class); anything Pillow reads")
     parser.add_argument("--val-images", type=Path, help="held-out images for the report (default: a seeded 10%% of "
                                                         "--images)")
-    parser.add_argument("--normalize", type=_normalize, default=None, metavar="imagenet|none|M1,M2,M3/S1,S2,S3",
+    parser.add_argument("--normalize", type=normalize, default=None, metavar="imagenet|none|M1,M2,M3/S1,S2,S3",
                         help="what the CNN expects of [0, 1] images (default none); recorded in the generator, "
                              "applied by fastinterp.compile")
-    parser.add_argument("--input-size", type=_size, metavar="H[xW]",
+    parser.add_argument("--input-size", type=image_size, metavar="H[xW]",
                         help="the CNN's input size (default: its input_size attribute, else 224)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--representation", choices=KINDS, default=DEFAULT_REPRESENTATION_KIND,

@@ -180,12 +180,12 @@ def _loaded(images: list[ImageFile], size: tuple[int, int], reader: ThreadPoolEx
 def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path, *, size: tuple[int, int],
                   targets: Sequence[str | int] = (PREDICTED,), batch_size: int = 32, alpha: float = 0.5,
                   colormap: str = "jet", overlay_format: str = "png", io_threads: int | None = None,
-                  progress: bool = True,
-                  on_error: Callable[[str, str], None] | None = None, about: dict | None = None) -> FilesReport:
+                  progress: bool = True, on_error: Callable[[str, str], None] | None = None,
+                  about: dict | None = None) -> FilesReport:
     """Explain every image of ``sources`` (files and folders, :func:`find_images`) with
     ``explainer`` and write, under ``out``: ``<name>.png`` (the overlay on the original photo,
-    at its resolution; ``.jpg`` with ``overlay_format="jpg"``), ``<name>.npy`` (the map at the photo's size, float32 in [0, 1]) and
-    ``predictions.json`` (per image: the explained class(es) with probability, the top 5 classes,
+    at its resolution; ``.jpg`` with ``overlay_format="jpg"``), ``<name>.npy`` (the map at the
+    photo's size, float32 in [0, 1]) and ``predictions.json`` (per image: the explained class(es) with probability, the top 5 classes,
     names when the explainer knows them; the files that failed; ``about``).
 
     Args:
@@ -200,6 +200,10 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
 
     from tqdm.auto import tqdm
 
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)):
+        raise ValueError(f"size: expected (H, W), two ints >= 1, got {size!r}")
+    size = (int(size[0]), int(size[1]))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     if not targets or any(t != PREDICTED and (isinstance(t, bool) or not isinstance(t, int) or t < 0) for t in targets):

@@ -84,7 +84,7 @@ def read_rgb(source: Any, argument: str = "images") -> np.ndarray:
             return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     except FileNotFoundError:
         raise ValueError(f"{argument}: no image file at {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"{argument}: cannot read {path} as an image ({error})") from None
 
 
@@ -158,10 +158,12 @@ def _one_image(item: Any, channels: int, layout: str | None, scale_uint8, argume
                     f"{type(item).__name__}")
 
 
-def _stack(items: list[Any]) -> Any:
-    if _is_tensor(items[0]):
-        return _torch().stack(items)
-    return np.stack(items)
+def _join(parts: list[Any], how: str) -> Any:
+    """``parts`` (all numpy or all torch) stacked on a new first axis (``how="stack"``) or
+    concatenated along the first (``"cat"``)."""
+    if _is_tensor(parts[0]):
+        return getattr(_torch(), how)(parts)
+    return (np.stack if how == "stack" else np.concatenate)(parts)
 
 
 def as_image_batches(images: object, channels: int, *, layout: str | None = None,
@@ -189,7 +191,7 @@ def as_image_batches(images: object, channels: int, *, layout: str | None = None
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(pixels):
             groups.setdefault(_shape(p), []).append(i)
-        batches = [ImageBatch(indices, _stack([pixels[i] for i in indices])) for indices in groups.values()]
+        batches = [ImageBatch(indices, _join([pixels[i] for i in indices], "stack")) for indices in groups.values()]
         return Images(batches, len(pixels), listed=True, tensors=kinds == {True})
     if is_pil_image(images) or isinstance(images, (str, Path)):
         pixels = _one_image(images, channels, layout, scale_uint8, argument)
@@ -206,12 +208,6 @@ def as_image_batches(images: object, channels: int, *, layout: str | None = None
                     f"PIL image, an image file path, or a list of these, got {type(images).__name__}")
 
 
-def _cat(parts: list[Any]) -> Any:
-    if _is_tensor(parts[0]):
-        return _torch().cat(parts)
-    return np.concatenate(parts)
-
-
 def in_order(images: Images, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The per-batch results (``parts[i]`` for ``images.batches[i]``: "logits", "targets", "maps",
     "cgm" (or None), "images") -> one result in the caller's order. With one batch it is that
@@ -225,7 +221,7 @@ def in_order(images: Images, parts: list[dict[str, Any]]) -> dict[str, Any]:
         where[i] = row  # original position i sits at row where[i] of the concatenation
     out: dict[str, Any] = {}
     for key in ("logits", "targets", "cgm"):
-        out[key] = None if parts[0][key] is None else _cat([p[key] for p in parts])[where]
+        out[key] = None if parts[0][key] is None else _join([p[key] for p in parts], "cat")[where]
     for key in ("maps", "images"):
         rows = [row for p in parts for row in p[key]]
         out[key] = [rows[where[i]] for i in range(len(positions))]
