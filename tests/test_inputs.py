@@ -400,6 +400,8 @@ def test_explain_command_runs_an_onnx_file_without_torch(tmp_path, monkeypatch):
         np.testing.assert_allclose(np.asarray(got.maps), expected.maps, rtol=0, atol=ATOL)
         assert np.array_equal(np.asarray(got.targets), expected.targets)
     assert loaded.explain(pixels[0]).maps.shape == (1, 64, 64) and loaded.class_names == explainer.class_names
+    mixed = loaded.explain([torch.from_numpy(pixels[0]).permute(2, 0, 1), as_float(pixels[1:])[0]])  # uint8 + float
+    np.testing.assert_allclose(mixed.maps.numpy(), expected.maps, rtol=0, atol=ATOL)
     folder = photo_folder(tmp_path / "photos", count=3)
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "explain", "--onnx", str(onnx), str(folder),
@@ -444,3 +446,64 @@ def test_the_readme_photo_example_runs(tmp_path, monkeypatch):
         exec(compile(code, "README.md", "exec"), {"model": fastinterp.load_cnn("demo")})
     with Image.open(tmp_path / "cat_explained.png") as png:
         assert png.size == (90, 120)
+
+
+def test_dotted_names_and_a_failed_write_skip_one_image_only(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.1.png", "a.2.png", "sub/b.png"):
+        Image.fromarray(photos(1, seed=len(name))[0]).save(folder / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the subfolder's outputs would go")
+    code = cli(["explain", "--cnn", "demo", "--generator", "demo", str(folder), "--out", str(out), "--no-progress",
+                "--io-threads", "0"])
+    assert code == 1 and "writing its outputs failed" in capsys.readouterr().err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a.1.npy", "a.1.png", "a.2.npy", "a.2.png", "predictions.json", "sub"]
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert [e["explained"][0]["overlay"] for e in predictions["explained"]] == ["a.1.png", "a.2.png"]
+    assert [f["file"] for f in predictions["failed"]] == [str(folder / "sub" / "b.png")]
+    from fastinterp.runtime.files import explain_files
+
+    with pytest.raises(ValueError, match="alpha: expected a number in"):
+        explain_files(None, [folder], out, size=(64, 64), alpha=3)
+
+
+def test_bfloat16_cnn_numpy_out_and_uint8_tensor_originals():
+    cnn = build("resnet18").to(torch.bfloat16)
+    explainer = fastinterp.compile(cnn, generator(), input_size=64, representation="gradient")
+    out = explainer.explain(photos(2))  # uint8 numpy in: numpy out, though the CNN is bfloat16
+    assert isinstance(out.maps, np.ndarray) and out.maps.dtype == np.float32 and out.images.dtype == np.float32
+    original = photos(2, 30, 40, seed=9)
+    np.testing.assert_array_equal(out.overlay(torch.from_numpy(original), alpha=0.0), original)  # 1/255, not min-max
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(explainer, tmp_path):
+    grey16 = np.random.default_rng(0).integers(0, 65536, (64, 64), dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    expected = np.rint(grey16 * (255 / 65535)).astype(np.uint8)
+    got = explainer.explain(tmp_path / "grey16.png")
+    assert_same(got, explainer.explain(as_float(np.repeat(expected[None, ..., None], 3, axis=-1))))
+    Image.fromarray(grey16.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ValueError, match="mode F\\) has no standard range"):
+        explainer.explain(tmp_path / "float.tif")
+
+
+def test_class_names_must_fit_the_logits(tmp_path):
+    conv_head = nn.Sequential(*[m for i in range(8) for m in (nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1),
+                                                               nn.ReLU())],
+                              nn.Conv2d(8, 5, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()  # 5 logits, no Linear
+    with pytest.raises(ValueError, match="class_names: 2 names, but Sequential returns 5 logits"):
+        fastinterp.compile(conv_head, generator(), input_size=32, representation="gradient", class_names=["a", "b"])
+    # names recorded for another CNN are dropped, not misapplied
+    ckpt = tmp_path / "g.safetensors"
+    save_generator(ckpt, generator(), representation=dict(fastinterp.DEFAULT_REPRESENTATION), classes=["x", "y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fastinterp.compile(build("resnet18"), ckpt, input_size=64).class_names is None
+
+
+def test_normalize_repr_tells_two_normalisations_apart():
+    assert repr(Normalize()) != repr(Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    assert "0.485" in repr(Normalize())

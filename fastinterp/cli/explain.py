@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fastinterp.cli.args import command_parser, image_size, positive_int
+from fastinterp.cli.args import command_parser, image_size, normalize, positive_int
 from fastinterp.runtime.files import PREDICTED, explain_files
 
 __all__ = ["main"]
@@ -27,6 +27,13 @@ def _target(text: str) -> str | int:
     return value
 
 
+def _normalize_text(text: str) -> str:
+    """--normalize checked at parsing (``cli.args.normalize``), kept as text: "none" must stay
+    distinct from leaving it out (the generator's recorded preprocessing)."""
+    normalize(text)
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = command_parser("explain")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_FOLDERS",
@@ -41,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
                             "package.module:factory")
     model.add_argument("--weights", type=Path, help="the CNN's state dict: .safetensors, or .pt/.pth (weights_only)")
     model.add_argument("--num-classes", type=positive_int, help="outputs of a torchvision:NAME model")
-    model.add_argument("--normalize", metavar="imagenet|none|M1,M2,M3/S1,S2,S3",
+    model.add_argument("--normalize", type=_normalize_text, metavar="imagenet|none|M1,M2,M3/S1,S2,S3",
                        help="what the CNN expects of [0, 1] images (default: what the generator records)")
     model.add_argument("--generator", metavar="NAME|PATH",
                        help="a generator checkpoint, 'demo' or a shipped generator's name "
@@ -54,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
                         "per target, <name>_<target>.png")
     p.add_argument("--size", type=image_size, metavar="H[xW]",
                    help="the size images are resized to for the CNN (default: the explainer's input size: the "
-                        "generator's recorded one, the CNN's input_size, the ONNX file's, else 224)")
+                        "generator's recorded one, the CNN's input_size, else 224; an ONNX file's fixed size; "
+                        "required for an ONNX file exported with dynamic_size)")
     p.add_argument("--class-names", type=Path, metavar="FILE",
                    help="a text file with one class name per line (default: what the generator or CNN records)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per explain() call (default 32)")
@@ -127,7 +135,11 @@ def _onnx_explainer(args: argparse.Namespace, class_names: list[str] | None):
         explainer.close()
         raise ValueError(f"--size: {args.onnx} takes {explainer.input_size[0]}x{explainer.input_size[1]} images "
                          "(exported without dynamic_size); leave out --size")
-    size = args.size or explainer.input_size or (224, 224)
+    if args.size is None and explainer.input_size is None:
+        explainer.close()
+        raise ValueError(f"--size: {args.onnx} takes images of any size (exported with dynamic_size); pass the size "
+                         "the CNN should see, --size H[xW]")
+    size = args.size or explainer.input_size
     return explainer, size, {"onnx": str(args.onnx), "backend": "onnxruntime", "providers": list(explainer.providers)}
 
 

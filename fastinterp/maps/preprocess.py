@@ -39,6 +39,9 @@ class Normalize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    def extra_repr(self) -> str:  # the numbers, so that a repr (the ONNX cache key) tells two apart
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
 
 class Preprocessed(nn.Module):
     """``model`` behind its preprocessing: forward(x in [0, 1]) = model(normalize(x)). Holds the

@@ -267,6 +267,7 @@ def compile(
         warnings.warn(warning, DomainWarning, stacklevel=2)
     cnn = _device_copy(cnn, target)
     preprocess = _resolve_preprocess(preprocess, metadata)
+    class_names_given = class_names is not None
     class_names = _resolve_class_names(class_names, metadata, cnn)
     if preprocess is not None:  # the CNN explains the input it expects; explain() takes [0, 1] images
         cnn = with_preprocess(cnn, preprocess)  # its normalisation on the CNN's device, in its dtype
@@ -287,6 +288,12 @@ def compile(
     except (RuntimeError, TypeError) as error:
         raise RuntimeError(f"compile: the probe run of {type(cnn).__name__} on a (1, {stem.in_channels}, {size[0]}, "
                            f"{size[1]}) input failed ({error}); pass input_size= the size the CNN takes") from error
+    names = explainer.class_names
+    if names is not None and len(names) != explainer.num_classes:
+        if class_names_given:
+            raise ValueError(f"class_names: {len(names)} names, but {type(cnn).__name__} returns "
+                             f"{explainer.num_classes} logits")
+        explainer.class_names = None  # recorded for another CNN (the generator's or a checkpoint's): not this one's
     if batch_sizes is not None:
         if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not all(
                 isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes):

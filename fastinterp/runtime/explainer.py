@@ -320,4 +320,7 @@ def _no_mark(stage: str) -> None:
 def _to_numpy(value: object) -> object:
     if isinstance(value, list):
         return [_to_numpy(v) for v in value]
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach().cpu()
+    return (value.float() if value.dtype == torch.bfloat16 else value).numpy()  # numpy has no bfloat16

@@ -23,8 +23,12 @@ def _torch():
 
 
 def _numpy(x: Any) -> np.ndarray:
+    """A tensor (any device; bfloat16 made float32: numpy has none) or array-like -> numpy, dtype kept."""
     torch = _torch()
-    return x.detach().float().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
+    if torch is None or not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
 
 def _rows(x: Any) -> list[Any]:
@@ -55,7 +59,7 @@ def _picture(image: Any, argument: str) -> np.ndarray:
     min-max scaled."""
     if is_pil_image(image) or isinstance(image, (str, Path)):
         return read_rgb(image, argument).astype(np.float32) / np.float32(255)
-    array = _numpy(image) if _torch() is not None and isinstance(image, _torch().Tensor) else np.asarray(image)
+    array = _numpy(image)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:

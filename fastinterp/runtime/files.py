@@ -65,9 +65,10 @@ class FilesReport:
 
 
 def default_io_threads() -> int:
-    """I/O threads beside explain: 2 (a reader and a writer) on machines with more than 2 cores,
-    else 0 (explain keeps every core; see the module doc for the measurement)."""
-    return 2 if (os.cpu_count() or 1) > 2 else 0
+    """I/O threads beside explain: 2 (a reader and a writer) where this process may use more than 2
+    cores (its CPU affinity: a container's limit counts), else 0 (explain keeps every core; see the module doc for the measurement)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if cores > 2 else 0
 
 
 def find_images(sources: Sequence[str | Path], argument: str = "images") -> list[ImageFile]:
@@ -127,14 +128,14 @@ def _write(out: Path, image: ImageFile, original: np.ndarray, maps: list[np.ndar
     picture = original.astype(np.float32) / np.float32(255)
     for heat, stem in zip(maps, stems):
         full = resize_map(heat, original.shape[:2])
-        path = out / stem
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path.with_suffix(".npy"), full.astype(np.float32, copy=False))
+        base = out / stem  # suffixes appended, not substituted: "a.1" -> "a.1.png", not "a.png"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        np.save(base.with_name(f"{base.name}.npy"), full.astype(np.float32, copy=False))
         overlay = Image.fromarray(draw_overlay(picture, full, alpha, cmap))
         if overlay_format == "png":
-            overlay.save(path.with_suffix(".png"), compress_level=1)
+            overlay.save(base.with_name(f"{base.name}.png"), compress_level=1)
         else:
-            overlay.save(path.with_suffix(".jpg"), quality=90)
+            overlay.save(base.with_name(f"{base.name}.jpg"), quality=90)
 
 
 def _record(image: ImageFile, shape: tuple[int, ...], explanations: list[Explanation], row: int,
@@ -217,6 +218,8 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
     if classes is not None and any(t != PREDICTED and t >= classes for t in targets):
         raise ValueError(f"targets: class indices must be in [0, {classes}) for a CNN with {classes} outputs, got "
                          f"{list(targets)!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
     if overlay_format not in OVERLAY_FORMATS:
         raise ValueError(f"overlay_format: expected one of {OVERLAY_FORMATS}, got {overlay_format!r}")
     cmap = get_colormap(colormap)
@@ -261,7 +264,11 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
             maps = [np.asarray(e.maps[row], dtype=np.float32) for e in explanations]
             args = (out, image, original, maps, stems, alpha, cmap, overlay_format)
             if writer is None:
-                _write(*args)
+                try:
+                    _write(*args)
+                except OSError as error:  # as a threaded write's failure (settle): this image only
+                    records.pop(index, None)
+                    fail(image, f"writing its outputs failed: {error}")
             else:
                 writes.append((index, image, writer.submit(_write, *args)))
         settle(2 * batch_size)  # the writer is behind: hold no more originals than this

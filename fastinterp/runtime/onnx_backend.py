@@ -114,8 +114,9 @@ class OnnxExplainer:
         """``images`` in any accepted form (``runtime.inputs``) -> float32 batches of equal-size images."""
 
         def scale_uint8(pixels):
-            array = pixels.detach().cpu().numpy() if not isinstance(pixels, np.ndarray) else pixels
-            return array.astype(np.float32) / np.float32(255)
+            if isinstance(pixels, np.ndarray):
+                return pixels.astype(np.float32) / np.float32(255)
+            return pixels.float() / 255  # a tensor stays a tensor (a list may mix it with float tensors)
 
         return as_image_batches(images, self.channels, layout=layout, scale_uint8=scale_uint8)
 
@@ -195,7 +196,11 @@ class OnnxExplainer:
         parts = []
         for batch in batches.batches:
             array = self._array(batch.pixels)
-            outputs = session.run(names, {"images": array, "targets": chosen[batch.indices]})
+            try:
+                outputs = session.run(names, {"images": array, "targets": chosen[batch.indices]})
+            except Exception as error:  # onnxruntime's own types (Fail, InvalidArgument...) derive from Exception
+                raise RuntimeError(f"images: ONNX Runtime could not run {self.path.name} on images of shape "
+                                   f"{tuple(array.shape)} ({type(error).__name__}: {error})") from error
             parts.append({"logits": outputs[0], "targets": outputs[1], "maps": outputs[2],
                           "cgm": outputs[3] if return_cgm else None, "images": array})
         result = in_order(batches, parts)
