@@ -1,6 +1,6 @@
 """Python work of one ``explain()`` call beyond the CNN's forward, counted in instructions with
 callgrind: deterministic, so it can show a change of a few percent that the wall-clock "Python ms"
-of ``fastinterp-bench`` (p50 wall minus the time inside aten ops) cannot resolve on a noisy machine.
+of ``fastinterp-bench`` (a call's wall time minus the time inside its aten ops) cannot resolve on a noisy machine.
 
     python benchmarks/python_instructions.py                      # the installed fastinterp
     python benchmarks/python_instructions.py --tree /path/to/old  # an older checkout's package
