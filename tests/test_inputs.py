@@ -288,7 +288,7 @@ def test_class_names_come_from_the_zoo_checkpoint():
     assert explainer.class_names == tuple(str(d) for d in range(10))
     out = explainer.explain(photos(1))
     assert out.top_k(1)[0][0].name == str(out.top_k(1)[0][0].index)
-    with pytest.raises(ValueError, match="class_names: 3 names, but ZooCNN has 10 outputs"):
+    with pytest.raises(ValueError, match="class_names: 3 names, but ZooCNN returns 10 logits"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DomainWarning)
             fastinterp.compile(cnn, "demo", class_names=["a", "b", "c"])
@@ -484,7 +484,11 @@ def test_sixteen_bit_images_are_scaled_not_clipped(explainer, tmp_path):
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
     expected = np.rint(grey16 * (255 / 65535)).astype(np.uint8)
     got = explainer.explain(tmp_path / "grey16.png")
-    assert_same(got, explainer.explain(as_float(np.repeat(expected[None, ..., None], 3, axis=-1))))
+    as_rgb = as_float(np.repeat(expected[None, ..., None], 3, axis=-1))
+    assert_same(got, explainer.explain(as_rgb))
+    from fastinterp.datasets.images import read_image
+
+    assert torch.equal(read_image(tmp_path / "grey16.png"), as_rgb[0])  # fit reads it as explain() does
     Image.fromarray(grey16.astype(np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(ValueError, match="mode F\\) has no standard range"):
         explainer.explain(tmp_path / "float.tif")

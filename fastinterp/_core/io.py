@@ -2,7 +2,8 @@
 CNNs, generators, training states, dataset shards). Writing is atomic; reading never executes code
 (no pickle) and checks a format tag, so a foreign, truncated or corrupted file raises a
 ``ValueError`` that names the argument and the file. Also the JSON writer and which files are
-read as images. Importing it imports neither torch nor safetensors (``fastinterp explain --onnx``
+read as images and how (one rule for ``fit``'s images and ``explain()``'s). Importing it imports
+neither torch nor safetensors (``fastinterp explain --onnx``
 runs without them)."""
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["IMAGE_SUFFIXES", "check_state_fits", "image_files", "load_tensors", "save_tensors", "write_json"]
+__all__ = ["IMAGE_SUFFIXES", "UnrangedImageError", "check_state_fits", "image_files", "load_tensors", "read_rgb",
+           "rgb_pixels", "save_tensors", "write_json"]
 
 # the file suffixes read as images when a folder is scanned (a file named directly may be anything Pillow reads)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -27,6 +31,52 @@ def image_files(root: Path, recursive: bool = False) -> list[Path]:
     found = root.rglob("*") if recursive else root.iterdir()
     return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+class UnrangedImageError(ValueError):
+    """An image whose pixels have no standard range (32-bit float or integer modes)."""
+
+
+def rgb_pixels(image, argument: str = "images") -> np.ndarray:
+    """An open PIL image -> uint8 (H, W, 3): EXIF orientation applied; 16-bit grey ("I;16*", and
+    "I" within 0..65535) scaled by 255/65535 (``convert`` would clip it); 32-bit float ("F") or
+    larger integers refused (no standard range); any other mode made RGB (alpha dropped)."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):
+        grey = np.asarray(image).astype(np.int64)
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise UnrangedImageError(f"{argument}: a {image.mode} image with values outside 0..65535 has no "
+                                     "standard range; convert it to 8-bit RGB first")
+        grey = np.rint(grey * (255 / 65535)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == "F":
+        raise UnrangedImageError(f"{argument}: a 32-bit float image (mode F) has no standard range; convert it to "
+                                 "8-bit RGB, or pass its pixels as a float array in the CNN's value range")
+    return np.asarray(image.convert("RGB"))
+
+
+def read_rgb(source: Any, argument: str = "images") -> np.ndarray:
+    """A PIL image or an image file (str / Path) as uint8 (H, W, 3) RGB (:func:`rgb_pixels`' rules). A
+    file Pillow cannot read raises ``ValueError`` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return rgb_pixels(source, argument)
+    path = Path(source)
+    if path.is_dir():
+        raise ValueError(f"{argument}: {path} is a folder; pass its image files (`fastinterp explain` reads folders)")
+    try:
+        with Image.open(path) as opened:
+            return rgb_pixels(opened, f"{argument}: {path}")
+    except UnrangedImageError:
+        raise
+    except FileNotFoundError:
+        raise ValueError(f"{argument}: no image file at {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{argument}: cannot read {path} as an image ({error})") from None
+
 
 _META_KEY = "fastinterp"
 

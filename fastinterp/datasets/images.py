@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fastinterp._core.io import IMAGE_SUFFIXES, image_files
+from fastinterp._core.io import IMAGE_SUFFIXES, image_files, read_rgb, rgb_pixels
 
 __all__ = [
     "DATASETS",
@@ -362,27 +362,24 @@ UNLABELLED = -1  # the label of an image from a flat folder or an unlabelled dat
 
 
 def read_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """One image file as (3, H, W) float32 in [0, 1]: anything Pillow reads, EXIF orientation
-    applied, grayscale / RGBA / palette made RGB (alpha dropped); resized to ``size`` with
-    ``fastinterp.maps.resize.resize_images`` (the resize of explain time) when given."""
-    from PIL import Image, UnidentifiedImageError
-
+    """One image file as (3, H, W) float32 in [0, 1], read as ``explain()`` reads it
+    (``fastinterp._core.io.read_rgb``: EXIF orientation applied, made RGB, 16-bit grey scaled);
+    resized to ``size`` with ``fastinterp.maps.resize.resize_images`` (the resize of explain time)
+    when given."""
     from fastinterp.maps.resize import resize_images
 
-    try:
-        with Image.open(path) as opened:
-            tensor = pil_image_tensor(opened)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"images: cannot read {path} as an image ({error})") from None
+    tensor = _float_chw(read_rgb(path))
     return tensor if size is None else resize_images(tensor[None], size)[0]
 
 
 def pil_image_tensor(image) -> torch.Tensor:
-    """A PIL image as (3, H, W) float32 in [0, 1]: EXIF orientation applied, any mode made RGB."""
-    from PIL import ImageOps
-    from torchvision.transforms.functional import pil_to_tensor
+    """A PIL image as (3, H, W) float32 in [0, 1], by ``explain()``'s rule (``_core.io.rgb_pixels``)."""
+    return _float_chw(rgb_pixels(image))
 
-    return pil_to_tensor(ImageOps.exif_transpose(image).convert("RGB")).float().div_(255)
+
+def _float_chw(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div_(255)
 
 
 class ImageFiles(Dataset):

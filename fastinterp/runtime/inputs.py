@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LAYOUTS", "ImageBatch", "Images", "as_image_batches", "in_order", "is_pil_image", "read_rgb"]
+from fastinterp._core.io import read_rgb
+
+__all__ = ["LAYOUTS", "ImageBatch", "Images", "as_image_batches", "in_order", "is_pil_image", "read_rgb"]  # read_rgb: _core.io's
 
 LAYOUTS = ("CHW", "HWC")
 
@@ -67,51 +69,6 @@ def _is_tensor(x: object) -> bool:
 def is_pil_image(x: object) -> bool:
     image = sys.modules.get("PIL.Image")
     return image is not None and isinstance(x, image.Image)
-
-
-class UnrangedImageError(ValueError):
-    """An image whose pixels have no standard range (32-bit float or integer modes)."""
-
-
-def _rgb(image, argument: str) -> np.ndarray:
-    """An open PIL image -> uint8 (H, W, 3): EXIF orientation applied; 16-bit grey ("I;16*", and
-    "I" within 0..65535) scaled by 255/65535 (``convert`` would clip it); 32-bit float ("F") or
-    larger integers refused (no standard range); any other mode made RGB (alpha dropped)."""
-    from PIL import ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I"):
-        grey = np.asarray(image).astype(np.int64)
-        if grey.size and (grey.min() < 0 or grey.max() > 65535):
-            raise UnrangedImageError(f"{argument}: a {image.mode} image with values outside 0..65535 has no standard range; "
-                             "convert it to 8-bit RGB first")
-        grey = np.rint(grey * (255 / 65535)).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    if image.mode == "F":
-        raise UnrangedImageError(f"{argument}: a 32-bit float image (mode F) has no standard range; convert it to 8-bit RGB, or "
-                         "pass its pixels as a float array in the CNN's value range")
-    return np.asarray(image.convert("RGB"))
-
-
-def read_rgb(source: Any, argument: str = "images") -> np.ndarray:
-    """A PIL image or an image file (str / Path) as uint8 (H, W, 3) RGB (:func:`_rgb`'s rules). A
-    file Pillow cannot read raises ``ValueError`` naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, Image.Image):
-        return _rgb(source, argument)
-    path = Path(source)
-    if path.is_dir():
-        raise ValueError(f"{argument}: {path} is a folder; pass its image files (`fastinterp explain` reads folders)")
-    try:
-        with Image.open(path) as opened:
-            return _rgb(opened, f"{argument}: {path}")
-    except UnrangedImageError:
-        raise
-    except FileNotFoundError:
-        raise ValueError(f"{argument}: no image file at {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{argument}: cannot read {path} as an image ({error})") from None
 
 
 def _shape(x: Any) -> tuple[int, ...]:
