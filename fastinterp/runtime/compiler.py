@@ -19,7 +19,7 @@ from torch import nn
 
 from fastinterp import pretrained
 from fastinterp._core.hashing import weights_sha256
-from fastinterp._core.validation import check_model, check_size, declared_outputs, first_conv, stem_weight
+from fastinterp._core.validation import check_model, check_size, first_conv, stem_weight
 from fastinterp.generator.checkpoint import load_generator
 from fastinterp.maps.options import (ACTIVATION_REPRESENTATION, DEFAULT_REPRESENTATION, FIELDS, KINDS,
                                      check_representation, representation_options)
@@ -151,8 +151,7 @@ def _resolve_preprocess(preprocess: object, metadata: dict | None) -> dict | Non
 
 def _resolve_class_names(class_names: object, metadata: dict | None, cnn: nn.Module) -> tuple[str, ...] | None:
     """compile's ``class_names``, else the generator's recorded ``classes``, else the CNN's own
-    ``class_names`` (zoo CNNs); given names are checked against the CNN's
-    declared output count when it declares one."""
+    ``class_names`` (zoo CNNs). Their count is checked against the probe run's logits."""
     if class_names is None:
         recorded = (metadata or {}).get("classes")
         if isinstance(recorded, list) and recorded:
@@ -162,9 +161,6 @@ def _resolve_class_names(class_names: object, metadata: dict | None, cnn: nn.Mod
     if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence) or not all(
             isinstance(name, str) for name in class_names):
         raise TypeError(f"class_names: expected a sequence of str (one per class), got {class_names!r}")
-    outputs = declared_outputs(cnn)
-    if outputs is not None and len(class_names) != outputs:
-        raise ValueError(f"class_names: {len(class_names)} names, but {type(cnn).__name__} has {outputs} outputs")
     return tuple(class_names)
 
 

@@ -198,8 +198,8 @@ class Explainer:
             parts = []
             for batch in batches.batches:
                 x = self._tensor(batch.pixels, cnn)
-                subset = None if chosen is None or len(batches.batches) == 1 else chosen[batch.indices]
-                part = self._run_pipeline(cnn, generator, x, chosen if subset is None else subset, return_cgm, mark)
+                own = chosen if chosen is None or len(batches.batches) == 1 else chosen[batch.indices]
+                part = self._run_pipeline(cnn, generator, x, own, return_cgm, mark)
                 part["images"] = batch.pixels  # as they came (numpy stays numpy: no copy back)
                 parts.append(part)
             result = in_order(batches, parts)
@@ -209,7 +209,6 @@ class Explainer:
 
     def _run_pipeline(self, cnn: nn.Module, generator: nn.Module, x: torch.Tensor, chosen: torch.Tensor | None,
                       return_cgm: bool, mark: Callable[[str], None]) -> dict:
-        images = x
         if x.is_inference():  # made under the caller's inference mode: autograd cannot use it
             x = x.clone()
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
@@ -222,8 +221,7 @@ class Explainer:
             with torch.no_grad():  # no_grad, not inference_mode: the outputs stay ordinary tensors
                 explanation = self._generate(generator, x, rep.cgm, mark)
         logits = rep.logits.float() if rep.logits.dtype in _AUTOCAST else rep.logits
-        return {"logits": logits, "targets": rep.targets, "maps": explanation,
-                "cgm": rep.cgm if return_cgm else None, "images": images}
+        return {"logits": logits, "targets": rep.targets, "maps": explanation, "cgm": rep.cgm if return_cgm else None}
 
     def explain(self, images: object, targets: object = None, *, return_cgm: bool = False,
                 layout: str | None = None) -> Explanation:

@@ -19,7 +19,6 @@ cannot be explained, is reported by name and skipped; the rest go on.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import deque
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fastinterp._core.io import image_files
+from fastinterp._core.io import image_files, write_json
 from fastinterp.runtime.explanation import Explanation, draw_overlay, get_colormap, resize_map
 from fastinterp.runtime.inputs import read_rgb
 
@@ -140,19 +139,19 @@ def _write(out: Path, image: ImageFile, original: np.ndarray, maps: list[np.ndar
             overlay.save(base.with_name(f"{base.name}.jpg"), quality=90)
 
 
-def _record(image: ImageFile, shape: tuple[int, ...], explanations: list[Explanation], row: int,
-            targets: Sequence[str | int], stems: list[str], overlay_format: str) -> dict[str, Any]:
-    """predictions.json's entry of one image."""
+def _record(image: ImageFile, shape: tuple[int, ...], explanations: list[Explanation],
+            probabilities: list[np.ndarray], top: list, row: int, targets: Sequence[str | int], stems: list[str],
+            overlay_format: str) -> dict[str, Any]:
+    """predictions.json's entry of the batch's image ``row``, from the batch's explanations, their
+    probabilities and top classes (computed once per batch)."""
     explained = []
-    for explanation, target, stem in zip(explanations, targets, stems):
-        one = explanation[row]
-        chosen = int(np.asarray(one.targets)[0])
-        explained.append({"target": target, "class": chosen, "name": one.class_name(chosen),
-                          "probability": float(one.probabilities[0, chosen]), "overlay": f"{stem}.{overlay_format}",
+    for explanation, chances, target, stem in zip(explanations, probabilities, targets, stems):
+        chosen = int(np.asarray(explanation.targets)[row])
+        explained.append({"target": target, "class": chosen, "name": explanation.class_name(chosen),
+                          "probability": float(chances[row, chosen]), "overlay": f"{stem}.{overlay_format}",
                           "npy": f"{stem}.npy"})
-    top = explanations[0][row].top_k(TOP)[0]
     return {"file": str(image.path), "size": list(shape[:2]), "explained": explained,
-            "top5": [{"class": p.index, "name": p.name, "probability": p.probability} for p in top]}
+            "top5": [{"class": p.index, "name": p.name, "probability": p.probability} for p in top[row]]}
 
 
 def _loaded(images: list[ImageFile], size: tuple[int, int], reader: ThreadPoolExecutor | None, lookahead: int):
@@ -260,9 +259,12 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
             return
         finally:
             report.explain_seconds += time.perf_counter() - began
+        probabilities = [e.probabilities for e in explanations]
+        top = explanations[0].top_k(TOP)
         for row, (index, image, original, _) in enumerate(batch):
             stems = [image.name if len(targets) == 1 else f"{image.name}_{t}" for t in targets]
-            records[index] = _record(image, original.shape, explanations, row, targets, stems, overlay_format)
+            records[index] = _record(image, original.shape, explanations, probabilities, top, row, targets, stems,
+                                     overlay_format)
             maps = [np.asarray(e.maps[row], dtype=np.float32) for e in explanations]
             args = (out, image, original, maps, stems, alpha, cmap, overlay_format)
             if writer is None:
@@ -304,7 +306,5 @@ def explain_files(explainer: Any, sources: Sequence[str | Path], out: str | Path
     report.predictions = out / "predictions.json"
     content = {**(about or {}), "size": list(size), "targets": list(targets), "count": len(images),
                "explained": report.explained, "failed": [{"file": f, "error": e} for f, e in report.failed]}
-    tmp = report.predictions.with_name(report.predictions.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n")
-    os.replace(tmp, report.predictions)
+    write_json(report.predictions, content)
     return report
