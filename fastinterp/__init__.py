@@ -6,8 +6,9 @@ The folders follow the dataflow: where a map is made, learned, served, exported 
     baselines   whole-model methods to compare with: Grad-CAM family, Score-CAM, RISE
     datasets    images with masks, the CNN zoo, sharded (image, CGMs, teacher) training sets
     generator   the explanation generators, their checkpoints, pix2pix training
-    runtime     compile(cnn, generator) -> Explainer.explain; load_onnx (ONNX Runtime, no torch)
-    export      the pipeline traced into one graph -> one self-describing .onnx file
+    runtime     compile(cnn, generator) -> Explainer.explain (eager or TorchInductor); load_onnx (ONNX
+                Runtime, no torch); load_pt2 (AOTInductor packages)
+    export      the pipeline traced into one graph -> one self-describing .onnx file or .pt2 package
     metrics     how good a map is: fidelity, faithfulness, localisation
     evaluation  every method x every metric -> one report
     cli         the command line (``fastinterp``, ``fastinterp-bench``)
@@ -43,6 +44,8 @@ _NAMES = {
     "Explanation": "fastinterp.runtime.explanation",
     "OnnxExplainer": "fastinterp.runtime.onnx_backend",
     "load_onnx": "fastinterp.runtime.onnx_backend",
+    "Pt2Explainer": "fastinterp.runtime.pt2_backend",
+    "load_pt2": "fastinterp.runtime.pt2_backend",
     "export_generator": "fastinterp.export.onnx",
 }
 # old name -> new name: still answered, with a DeprecationWarning

@@ -4,8 +4,11 @@
     decompositions  backward ops -> forward ops (what makes the activation-only backward exportable)
     trace           CNN forward [+ backward] + CAMs traced once (make_fx) -> a GraphModule
     graph           ExplainGraph: the traced maps + cumulative maps + generator, plain torch ops
+    metadata        what an exported file says about itself (the fastinterp.* entries)
     onnx            export_explainer / export_generator: self-describing .onnx files
-The ONNX Runtime backend that runs them is ``fastinterp.runtime.onnx_backend`` (no torch needed).
+    pt2             export_pt2: the graph compiled ahead of time by AOTInductor into one .pt2 package
+The backends that run them are ``fastinterp.runtime.onnx_backend`` (no torch needed) and
+``fastinterp.runtime.pt2_backend``.
 
 Names are imported on first use: ``export.format`` is read by the torch-free ONNX Runtime backend.
 """
@@ -14,7 +17,8 @@ from fastinterp._core.lazy import lazy_names
 
 _NAMES = {"DECOMPOSITIONS": "fastinterp.export.decompositions", "UnsupportedOpError": "fastinterp.export.decompositions",
           "export_explainer": "fastinterp.export.onnx", "export_generator": "fastinterp.export.onnx",
-          "trace_layer_maps": "fastinterp.export.trace", "ExplainGraph": "fastinterp.export.graph"}
+          "trace_layer_maps": "fastinterp.export.trace", "ExplainGraph": "fastinterp.export.graph",
+          "build_explain_graph": "fastinterp.export.graph", "export_pt2": "fastinterp.export.pt2"}
 
 __all__ = sorted(_NAMES)
 

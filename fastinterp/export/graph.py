@@ -7,6 +7,10 @@
       -> antialiased bilinear resize to (H, W), clamped to [0, 1]
       -> (logits (B, classes), targets (B,), maps (B, H, W), cgm (B, K, S, S))
 
+``build_explain_graph`` makes one from a CNN and a generator: what ``export_onnx`` exports, what
+``compile(..., backend="inductor")`` compiles and what ``export_pt2`` packages (one graph, three
+runtimes).
+
 It is ``Explainer.explain`` without the eager machinery, op for op the reference arithmetic of
 ``ops.cumulative_average_reference``, except that maps are normalised in float32, not float64
 (ONNX Runtime's CPU kernels are float32): the same constant-map rule (span <= 16 float32 ulps of
@@ -17,13 +21,23 @@ opset 18).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastinterp._core.hashing import weights_sha256
+from fastinterp._core.validation import check_size, stem_weight
+from fastinterp.export.trace import trace_layer_maps
+from fastinterp.maps.options import check_representation
+from fastinterp.maps.representation import TooFewLayersError, drop_1x1_maps, paper_positions
 from fastinterp.ops import constant_rtol
 
-__all__ = ["ExplainGraph"]
+__all__ = ["BuiltGraph", "ExplainGraph", "build_explain_graph"]
 
 
 class ExplainGraph(nn.Module):
@@ -75,3 +89,66 @@ class ExplainGraph(nn.Module):
         explanation = F.interpolate(out[:, :1].float(), size=images.shape[-2:], mode="bilinear", antialias=True,
                                     align_corners=False)
         return logits, chosen, explanation[:, 0].clamp(0, 1), cgm
+
+
+@dataclass
+class BuiltGraph:
+    """What :func:`build_explain_graph` returns: the ``module`` (an :class:`ExplainGraph`, eval mode,
+    on the device it was built on), an ``example`` batch (2, C, H, W) it was traced with, and what
+    that run told: ``num_classes`` (the CNN's logits), ``channels``, ``input_size`` (H, W), the
+    checked ``representation``, and ``cnn_sha256`` (the float32 CNN's weight hash)."""
+
+    module: ExplainGraph
+    example: torch.Tensor
+    num_classes: int
+    channels: int
+    input_size: tuple[int, int]
+    representation: dict
+    cnn_sha256: str
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (batch, C, H, W), targets (batch,) = -1): arguments for the module."""
+        images = self.example if batch == 2 else self.example[:1].expand(batch, *self.example.shape[1:]).contiguous()
+        return images, torch.full((batch,), -1, dtype=torch.int64, device=images.device)
+
+
+def build_explain_graph(cnn: nn.Module, generator: nn.Module, representation: Mapping[str, Any],
+                        input_size: int | tuple[int, int], *, dynamic_size: bool = False,
+                        device: torch.device | str = "cpu") -> BuiltGraph:
+    """Trace ``cnn``'s layer maps (``trace_layer_maps``) and put them with ``generator`` into one
+    :class:`ExplainGraph`. Neither module is modified: the graph holds float32 copies on ``device``.
+
+    Args:
+        representation: every field of ``maps.options.FIELDS`` (an explainer's ``representation``).
+        input_size: (H, W) or int: the traced image size (fixed unless ``dynamic_size``).
+        dynamic_size: trace H and W symbolically (any size; ``skip_1x1`` cannot be).
+        device: where the copies and the graph's constants live (the compiled graph's device).
+    Raises ``UnsupportedOpError`` / RuntimeError (``trace_layer_maps``) for CNNs one graph cannot
+    hold, TooFewLayersError when the CNN has fewer maps than k.
+    """
+    o = check_representation(representation, argument="representation")
+    size = check_size(input_size, "input_size")
+    if o["skip_1x1"] and dynamic_size:
+        raise ValueError("dynamic_size: the representation skips 1x1 maps (skip_1x1=True), which depends on the input "
+                         "size; export with dynamic_size=False")
+    device = torch.device(device)
+    # float32 copies (the user's modules and the explainer's stay as they are)
+    cnn = copy.deepcopy(cnn).to(device, torch.float32)
+    generator = copy.deepcopy(generator).to(device, torch.float32).to(memory_format=torch.contiguous_format)
+    channels = stem_weight(cnn).shape[1]
+    example = torch.rand(2, channels, *size, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode(False):
+        graph = trace_layer_maps(cnn, o["kind"], o["method"], example, dynamic_size=dynamic_size)
+        with torch.no_grad():
+            logits, _, *maps = graph(example, torch.full((2,), -1, device=device))
+    keep = list(range(len(maps)))
+    if o["skip_1x1"]:
+        _, kept = drop_1x1_maps(maps, [str(i) for i in keep])
+        keep = [int(i) for i in kept]
+    try:
+        positions = paper_positions(len(keep), o["k"])
+    except TooFewLayersError as error:
+        raise error.for_generator(cnn) from None
+    module = ExplainGraph(graph, generator, keep, positions, o["order"] == "last_to_first", (o["size"],) * 2,
+                          resize_images=dynamic_size or size != (o["size"],) * 2).eval()
+    return BuiltGraph(module, example, int(logits.shape[1]), int(channels), size, o, weights_sha256(cnn))

@@ -32,13 +32,10 @@ from torch import nn
 
 from fastinterp._core.extras import require
 from fastinterp._core.hashing import weights_sha256
-from fastinterp._core.validation import check_size, stem_weight
 from fastinterp._version import __version__
 from fastinterp.export.format import EXPLAINER_INPUTS, EXPLAINER_OUTPUTS, FORMAT_VERSION, METADATA_KEYS
-from fastinterp.export.graph import ExplainGraph
-from fastinterp.export.trace import trace_layer_maps
-from fastinterp.maps.options import check_representation
-from fastinterp.maps.representation import TooFewLayersError, drop_1x1_maps, paper_positions
+from fastinterp.export.graph import build_explain_graph
+from fastinterp.export.metadata import explainer_metadata
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE
 
 __all__ = ["DEFAULT_OPSET", "FORMAT_VERSION", "METADATA_KEYS", "export_explainer", "export_generator"]
@@ -156,53 +153,15 @@ def export_explainer(cnn: nn.Module, generator: nn.Module, representation: Mappi
         raise TypeError(f"class_names: expected a list of str, got {class_names!r}")
     if value_range is not None and not isinstance(value_range, str):
         raise TypeError(f"value_range: expected a str describing the CNN's input values, got {value_range!r}")
-    o = check_representation(representation, argument="representation")
-    size = check_size(input_size, "input_size")
-    if o["skip_1x1"] and dynamic_size:
-        raise ValueError("dynamic_size: the representation skips 1x1 maps (skip_1x1=True), which depends on the input "
-                         "size; export with dynamic_size=False")
-    name = type(cnn).__name__
-    # the export runs on CPU float32 copies (the user's modules and the explainer's stay as they are)
-    cnn = copy.deepcopy(cnn).cpu().float()
-    generator = copy.deepcopy(generator).cpu().float().to(memory_format=torch.contiguous_format)
-    channels = stem_weight(cnn).shape[1]
-    example = torch.rand(2, channels, *size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode(False):
-        graph = trace_layer_maps(cnn, o["kind"], o["method"], example, dynamic_size=dynamic_size)
-        with torch.no_grad():
-            logits, _, *maps = graph(example, torch.full((2,), -1))
-        keep = list(range(len(maps)))
-        if o["skip_1x1"]:
-            _, kept = drop_1x1_maps(maps, [str(i) for i in keep])
-            keep = [int(i) for i in kept]
-        try:
-            positions = paper_positions(len(keep), o["k"])
-        except TooFewLayersError as error:
-            raise error.for_generator(cnn) from None
-        module = ExplainGraph(graph, generator, keep, positions, o["order"] == "last_to_first", (o["size"],) * 2,
-                              resize_images=dynamic_size or size != (o["size"],) * 2)
+        built = build_explain_graph(cnn, generator, representation, input_size, dynamic_size=dynamic_size)
+        metadata = explainer_metadata(built, image_resize=image_resize, teacher=teacher, dynamic_batch=dynamic_batch,
+                                      dynamic_size=dynamic_size, class_names=class_names, value_range=value_range,
+                                      cnn_name=type(cnn).__name__)
         dims: dict[int, object] = {}
         if dynamic_batch:
             dims[0] = torch.export.Dim("batch", min=1, max=65536)
         if dynamic_size:
             dims[2], dims[3] = torch.export.Dim("height", min=8, max=8192), torch.export.Dim("width", min=8, max=8192)
-        rep = {**o, "image_resize": image_resize}
-        metadata = {
-            "fastinterp.format": "explainer", "fastinterp.format_version": str(FORMAT_VERSION),
-            "fastinterp.version": __version__, "fastinterp.representation": json.dumps(rep, sort_keys=True),
-            "fastinterp.input_size": json.dumps([channels, None, None] if dynamic_size else [channels, *size]),
-            "fastinterp.dynamic_batch": json.dumps(dynamic_batch),
-            "fastinterp.num_classes": str(logits.shape[1]),
-            "fastinterp.value_range": value_range or "the CNN's own preprocessing (as its eager forward takes it)",
-            "fastinterp.cnn": name,
-            "fastinterp.cnn_sha256": weights_sha256(cnn),
-            "fastinterp.generator": json.dumps(generator.config, sort_keys=True),
-            "fastinterp.generator_sha256": weights_sha256(generator),
-            "fastinterp.teacher": str(o["teacher"] if teacher is None else teacher),
-        }
-        if class_names is not None:
-            if len(class_names) != logits.shape[1]:
-                raise ValueError(f"class_names: {len(class_names)} names for a CNN with {logits.shape[1]} outputs")
-            metadata["fastinterp.class_names"] = json.dumps(list(class_names))
-        return _export(module, (example, torch.full((2,), -1)), path, list(EXPLAINER_INPUTS), list(EXPLAINER_OUTPUTS),
+        return _export(built.module, built.example_inputs(), path, list(EXPLAINER_INPUTS), list(EXPLAINER_OUTPUTS),
                        (dims, {0: dims[0]} if dynamic_batch else {}), opset, metadata, fp16)

@@ -89,7 +89,7 @@ def trace_layer_maps(cnn: nn.Module, kind: str, method: str, example: torch.Tens
     """Trace ``cnn``'s per-layer maps of representation ``kind`` ("gradient" with CAM ``method``,
     or "activation") into a GraphModule ``(images, targets) -> (logits, targets, *maps)``.
 
-    ``example``: a finite (B, C, H, W) float32 CPU batch the CNN takes (B >= 2). The batch size
+    ``example``: a finite (B, C, H, W) float32 batch the CNN takes, on its device (B >= 2). The batch size
     is traced symbolically, and H and W too if ``dynamic_size``. The CNN's tensors
     become constants of the graph. Raises :class:`UnsupportedOpError` (an op whose backward does
     not decompose) or a RuntimeError for data-dependent control flow.
@@ -98,7 +98,7 @@ def trace_layer_maps(cnn: nn.Module, kind: str, method: str, example: torch.Tens
         layer_maps = _gradient_maps(cnn, method)
     else:
         layer_maps = _activation_maps(cnn, head_plan(cnn, example))
-    targets = torch.full((example.shape[0],), -1, dtype=torch.int64)
+    targets = torch.full((example.shape[0],), -1, dtype=torch.int64, device=example.device)
     try:
         with torch.inference_mode(False), torch.enable_grad():
             if dynamic_size:  # every dimension symbolic

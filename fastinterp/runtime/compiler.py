@@ -26,6 +26,7 @@ from fastinterp.maps.options import (ACTIVATION_REPRESENTATION, DEFAULT_REPRESEN
 from fastinterp.maps.preprocess import check_preprocess, parse_normalize, preprocess_of, with_preprocess
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE, image_resize_of
 from fastinterp.runtime.explainer import Explainer
+from fastinterp.runtime.inductor import inductor_explainer
 from fastinterp.runtime.onnx_cache import onnxruntime_explainer
 
 __all__ = ["DomainWarning", "compile", "domain_warning"]
@@ -36,7 +37,7 @@ class DomainWarning(UserWarning):
     where that is intended: cost measurements, held-out evaluations)."""
 
 _AUTOCAST = (torch.float16, torch.bfloat16)
-_BACKENDS = ("auto", "torch", "cpp", "triton", "onnxruntime")
+_BACKENDS = ("auto", "torch", "cpp", "triton", "inductor", "onnxruntime")
 GENERATOR_IMAGE_CHANNELS = 3  # every generator of fastinterp.generator.networks takes RGB images
 
 
@@ -223,14 +224,18 @@ def compile(
             maps and logits still come back float32.
         representation: override: "gradient" / "activation" or a dict of fields. A k or size the
             generator cannot take raises; any other change from what it was trained on warns.
-        batch_sizes: batch sizes to run once now (warm-up of allocators and kernel caches), so the
-            first real call is not slower.
+        batch_sizes: batch sizes to run once now (warm-up of allocators and kernel caches; with
+            ``backend="inductor"``, compiling for them now), so the first real call is not slower.
         input_size: (H, W) or int of the probe run at compile time (default: the input size the
             generator's metadata records (``fastinterp fit``), else the CNN's ``input_size``
             attribute, as zoo CNNs have, else 224). The probe checks what can only be
             checked by running: enough conv layers for k, a poolable head for the activation kind.
         backend: "auto" (C++ on CPU, Triton on CUDA), "torch", "cpp", "triton": the eager
-            pipeline with that ``fastinterp.ops.cumulative_average`` backend; or "onnxruntime":
+            pipeline with that ``fastinterp.ops.cumulative_average`` backend; "inductor": the
+            pipeline traced into one graph (the one the ONNX export writes) and compiled by
+            TorchInductor (``runtime.inductor``: traced now, compiled on the first call of each
+            shape or now for ``batch_sizes``; float32; an untraceable CNN falls back to the eager
+            backend with a warning); or "onnxruntime":
             the whole pipeline exported once to one ONNX file (cached under
             ``~/.cache/fastinterp/onnx``, keyed by the weights, representation and input size) and
             run by ONNX Runtime (``fastinterp.load_onnx``; returns an ``OnnxExplainer``, CPU
@@ -268,7 +273,8 @@ def compile(
     if preprocess is not None:  # the CNN explains the input it expects; explain() takes [0, 1] images
         cnn = with_preprocess(cnn, preprocess)  # its normalisation on the CNN's device, in its dtype
     module = _generator_copy(module, target)
-    ops_backend = "auto" if backend == "onnxruntime" else backend  # the eager explainer the export is made from
+    # the eager explainer that the export / the compiled graph is made from
+    ops_backend = "auto" if backend in ("onnxruntime", "inductor") else backend
     recorded_size = (metadata or {}).get("input_size")  # a generator made by `fastinterp fit` records it
     size = next(v for v in (input_size, recorded_size, getattr(cnn, "input_size", None), 224) if v is not None)
     size = check_size(tuple(size) if isinstance(size, list) else size, "input_size")
@@ -296,6 +302,8 @@ def compile(
             raise ValueError(f"batch_sizes: expected a list of ints >= 1, got {batch_sizes!r}")
     if backend == "onnxruntime":
         return onnxruntime_explainer(explainer, batch_sizes)
+    if backend == "inductor":
+        explainer = inductor_explainer(explainer)
     if batch_sizes is not None:
         for b in batch_sizes:
             explainer.explain(probe.expand(b, *probe.shape[1:]).contiguous())

@@ -47,7 +47,7 @@ class Explainer:
     """Explains a CNN's predictions with a trained generator; made by ``fastinterp.compile``.
 
     ``explain(images, targets=None, return_cgm=False)`` (also ``explainer(images)``), ``profile``,
-    ``generate``, ``export_onnx``, ``close()`` (or use it as a context manager). Attributes:
+    ``generate``, ``export_onnx``, ``export_pt2``, ``close()`` (or use it as a context manager). Attributes:
     ``representation`` (the options the CGMs are made with, read-only), ``image_resize``,
     ``device``, ``dtype`` (autocast dtype or None), ``backend``, ``metadata`` (the generator's),
     ``input_size`` (of compile's probe run), ``num_classes`` (the CNN's outputs), ``class_names``
@@ -129,6 +129,29 @@ class Explainer:
                                 class_names=list(class_names) if class_names is not None
                                 else list(self.class_names) if self.class_names is not None else None,
                                 value_range=value_range)
+
+    def export_pt2(self, path: str | Path, *, dynamic_batch: bool = True,
+                   input_size: int | tuple[int, int] | None = None, class_names: Sequence[str] | None = None,
+                   value_range: str | None = None) -> Path:
+        """Compile the whole pipeline ahead of time with AOTInductor into ONE ``.pt2`` package for this
+        explainer's device (CPU or CUDA), float32; run it with ``fastinterp.load_pt2(path)`` (torch,
+        no model code, no compile). The graph is the one ``export_onnx`` writes; the package's
+        metadata holds the same entries. Compiling takes a minute or more on a CPU.
+
+        Args:
+            dynamic_batch: any batch size (else the traced one, 2).
+            input_size, class_names, value_range: as ``export_onnx``.
+        """
+        from fastinterp.export.pt2 import export_pt2  # Inductor: only when packaging
+
+        cnn, generator = self._models()
+        rep = self.representation
+        return export_pt2(cnn, generator, rep, path, input_size=self.input_size if input_size is None else input_size,
+                          image_resize=self.image_resize, teacher=(self.metadata or {}).get("teacher", rep["teacher"]),
+                          dynamic_batch=dynamic_batch, device=self.device,
+                          class_names=list(class_names) if class_names is not None
+                          else list(self.class_names) if self.class_names is not None else None,
+                          value_range=value_range)
 
     def _models(self) -> tuple[nn.Module, nn.Module]:
         cnn, generator = self._cnn, self._generator
