@@ -20,6 +20,7 @@ from fastinterp.runtime.bench import PYTHON_MS, BenchConfig, markdown, run_bench
 __all__ = ["main", "parser"]
 
 _PROG = "fastinterp-bench"
+BACKENDS = ("torch", "inductor", "onnxruntime", "pt2")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,11 +65,15 @@ def parser() -> argparse.ArgumentParser:
                    help="explain() in each (bfloat16/float16: autocast; the baselines stay float32)")
     p.add_argument("--no-pytorch-grad-cam", dest="pytorch_grad_cam", action="store_false",
                    help="skip pytorch-grad-cam even if installed")
-    p.add_argument("--backends", nargs="+", default=["torch"], choices=("torch", "onnxruntime"),
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=BACKENDS,
                    help="onnxruntime: also export the CNN and each float32 pipeline to ONNX and time them in ONNX "
-                        "Runtime (needs fastinterp[onnx]); the torch backend always runs (the reference)")
-    p.add_argument("--backend", dest="backends", action="append", choices=("torch", "onnxruntime"),
-                   help=argparse.SUPPRESS)
+                        "Runtime (needs fastinterp[onnx]); inductor: compile(..., backend='inductor'), beside a "
+                        "torch.compile'd forward; pt2: a package from Explainer.export_pt2 run by load_pt2; the "
+                        "torch backend always runs (the reference)")
+    p.add_argument("--backend", dest="backends", action="append", choices=BACKENDS, help=argparse.SUPPRESS)
+    p.add_argument("--no-compile-times", dest="compile_times", action="store_false",
+                   help="inductor/pt2: skip timing each compile in fresh processes (cold, then warm Inductor "
+                        "cache; minutes for resnet50); --quick skips it too")
     p.add_argument("--ort-providers", nargs="+", default=None,
                    help="ONNX Runtime execution providers (default: CPU; CUDA then CPU with --device cuda)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")

@@ -7,7 +7,8 @@
       -> ``fastinterp.load_pt2(path)`` runs it: torch is needed, no model code and no compile.
 
 The package is made for one device type (the explainer's: CPU or CUDA) and float32; the images'
-(H, W) is fixed. Its AOTInductor metadata holds the same ``fastinterp.*`` entries an ONNX file
+(H, W) is fixed. On the CPU it calls our custom op ``fastinterp::cumulative_average`` (the C++
+kernel, ``ops.library``), which ``load_pt2`` registers before loading. Its AOTInductor metadata holds the same ``fastinterp.*`` entries an ONNX file
 keeps (``export.metadata``), plus ``fastinterp.device``.
 """
 
@@ -67,7 +68,9 @@ def export_pt2(cnn: nn.Module, generator: nn.Module, representation: Mapping[str
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device: AOTInductor packages run on the CPU or CUDA, got {device}")
     with torch.inference_mode(False):
-        built = build_explain_graph(cnn, generator, representation, input_size, device=device)
+        # the cumulative maps as our custom op on the CPU (as compile(..., backend="inductor"))
+        built = build_explain_graph(cnn, generator, representation, input_size, device=device,
+                                    fused_op=device.type == "cpu")
         metadata = explainer_metadata(built, image_resize=image_resize, teacher=teacher, dynamic_batch=dynamic_batch,
                                       dynamic_size=False, class_names=class_names, value_range=value_range,
                                       cnn_name=type(cnn).__name__)

@@ -17,6 +17,15 @@ interleaved rounds (one call of each method per round, so that a noisy machine s
   with --backends ... onnxruntime (the CNN and each kind's pipeline exported once to ONNX):
     ort-forward     the CNN alone in ONNX Runtime (the baseline of the ONNX ratios)
     ort-explain-<kind>  fastinterp.load_onnx(...).explain: the whole pipeline as one ONNX graph
+  with --backends ... inductor / pt2 (float32):
+    compiled-forward    torch.compile of the CNN (static shapes, Inductor's default mode on the
+                        CPU, CUDA graphs on CUDA): the second baseline
+    inductor-explain-<kind>  compile(..., backend="inductor").explain
+    inductor-graph-<kind>    its compiled graph called directly (smallest batch): explain minus
+                        this is fastinterp's own per-call Python around the graph
+    pt2-explain-<kind>  fastinterp.load_pt2(...).explain of a package exported in this run
+  and, unless quick, each compile timed in fresh processes: cold (an empty Inductor cache) then
+  warm (the same cache), the .pt2 file's size, and its load + first explain in a fresh process.
 
 and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
 resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
@@ -95,13 +104,15 @@ class BenchConfig:
     pytorch_grad_cam: bool = True  # compare with pytorch-grad-cam when it is installed
     backends: list[str] = field(default_factory=lambda: ["torch"])
     ort_providers: list[str] | None = None
+    compile_times: bool = True  # inductor / pt2: time each compile in fresh processes, cold then warm cache
 
     def quick(self) -> BenchConfig:
         """A tiny run (batch 2, 3 rounds; a torchvision model: resnet18 at 64 px): checks the tool,
         not the numbers."""
         torchvision_model = self.checkpoints is None and self.cnn is None
         small = {"model": "resnet18", "size": 64, "classes": 10} if torchvision_model else {}
-        return BenchConfig(**{**self.__dict__, **small, "batch_sizes": [2], "iters": 3, "warmup": 1})
+        return BenchConfig(**{**self.__dict__, **small, "batch_sizes": [2], "iters": 3, "warmup": 1,
+                              "compile_times": False})
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -298,12 +309,15 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     onnx = _export_onnx(model, explainers, size, args) if "onnxruntime" in args.backends else None
+    compiled = _compiled(model, explained, generator, kinds, size, args) \
+        if {"inductor", "pt2"} & set(args.backends) else None
     rows, breakdowns = [], []
     threads_before = torch.get_num_threads()
     configs = [(t, b) for t in args.threads for b in args.batch_sizes]
     total = len(configs) * (args.warmup + args.iters) * (3 + len(explainers) + len(kinds)
                                                          + (pgc is not None) + (0 if onnx is None else
-                                                                                len(onnx["files"])))
+                                                                                len(onnx["files"]))
+                                                         + (0 if compiled is None else 1 + 3 * len(kinds)))
     bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
     for threads, batch in configs:
         torch.set_num_threads(threads)
@@ -336,6 +350,8 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
             methods[f"explain-{label}"] = lambda explainer=explainer, images=images: explainer.explain(images)
         if onnx is not None:
             methods.update(_onnx_methods(onnx, images, threads, args))
+        if compiled is not None:
+            methods.update(_compiled_methods(compiled, images, smallest=batch == min(args.batch_sizes)))
         times: dict[str, list[float]] = {name: [] for name in methods}
         peaks: dict[str, float | None] = {}
         for name, method in methods.items():  # warm-up, and each method's own peak memory
@@ -358,15 +374,23 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
                 bar.update()
         # at the smallest batch only: at larger ones the run-to-run spread of the ops exceeds the Python time
         small = batch == min(args.batch_sizes)
-        # torch methods only: ONNX Runtime runs no aten ops for the profiler to see
-        torch_methods = {name: m for name, m in methods.items() if not name.startswith("ort-")}
+        # eager torch methods only: ONNX Runtime runs no aten ops for the profiler to see, and
+        # Inductor's generated kernels are not profiled ops either (for those: explain minus graph)
+        torch_methods = {name: m for name, m in methods.items()
+                         if not name.startswith(("ort-", "inductor-", "pt2-", "compiled-"))}
         python = _outside_ops_ms(torch_methods, args.iters) if device.type == "cpu" and small else {}
+        for kind in kinds:  # fastinterp's Python around the compiled graph: explain minus the graph alone
+            if f"inductor-graph-{kind}" in times:
+                python[f"inductor-explain-{kind}"] = max(0.0, statistics.median(times[f"inductor-explain-{kind}"])
+                                                         - statistics.median(times[f"inductor-graph-{kind}"]))
         base = statistics.median(times["forward"])
+        compiled_base = statistics.median(times["compiled-forward"]) if "compiled-forward" in times else None
         for name, values in times.items():
             p50 = statistics.median(values)
             rows.append({"threads": threads, "batch": batch, "method": name, "p50_ms": p50,
                          "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
                          "images_per_s": 1e3 * batch / p50, "ratio_to_forward": p50 / base,
+                         "ratio_to_compiled_forward": None if compiled_base is None else p50 / compiled_base,
                          "peak_mb": peaks[name],
                          "outside_ops_ms": python.get(name)})
         for kind, explainer in explainers.items():
@@ -386,6 +410,12 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
 
         onnx["sessions"].clear()
         shutil.rmtree(onnx["folder"], ignore_errors=True)
+    if compiled is not None:
+        import shutil
+
+        for explainer in (*compiled["inductor"].values(), *compiled["pt2"].values()):
+            explainer.close()
+        shutil.rmtree(compiled["folder"], ignore_errors=True)
     return {
         "model": pair.described, "input": f"3x{size[0]}x{size[1]}", "device": str(device), "dtypes": args.dtypes,
         "representations": kinds,
@@ -394,7 +424,122 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "onnx": None if onnx is None else {key: onnx[key] for key in ("export_s", "mb", "providers", "onnxruntime")},
+        "compiled": None if compiled is None else compiled["report"],
     }
+
+
+def _compiled(model: nn.Module, explained: nn.Module, generator: nn.Module, kinds: list[str],
+              size: tuple[int, int], args: BenchConfig) -> dict:
+    """The compiled forward, and per float32 kind the inductor explainer and/or the .pt2 package
+    (exported into a temporary folder), with their compile times: in this process, and unless
+    ``args.compile_times`` is False in fresh processes, cold (an empty Inductor cache) then warm."""
+    import tempfile
+
+    from fastinterp.runtime.inductor import compile_mode
+    from fastinterp.runtime.pt2_backend import load_pt2
+
+    folder = Path(tempfile.mkdtemp(prefix="fastinterp-bench-compiled-"))
+    report: dict[str, Any] = {"in_run_s": {}, "fresh": {}, "pt2_mb": {}}
+    inductor, packages = {}, {}
+    for kind in kinds:
+        for backend in ("inductor", "pt2"):
+            if backend in args.backends and args.compile_times:  # before this process compiles anything
+                report["fresh"][f"{backend}-{kind}"] = _fresh_compile_times(args, kind, backend, folder)
+        if "inductor" in args.backends:
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DomainWarning)
+                inductor[kind] = compile_explainer(explained, generator, representation=kind, input_size=size,
+                                                   backend="inductor", batch_sizes=args.batch_sizes)
+            report["in_run_s"][f"inductor-{kind}"] = time.perf_counter() - start
+        if "pt2" in args.backends:
+            path = folder / f"{kind}.pt2"
+            if not path.is_file():  # not made by the fresh-process timing
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DomainWarning)
+                    eager = compile_explainer(explained, generator, representation=kind, input_size=size)
+                start = time.perf_counter()
+                eager.export_pt2(path)
+                report["in_run_s"][f"pt2-{kind}"] = time.perf_counter() - start
+            report["pt2_mb"][kind] = path.stat().st_size / 1e6
+            packages[kind] = load_pt2(path, device=args.device)
+    forward = torch.compile(copy.deepcopy(model), dynamic=False, mode=compile_mode(torch.device(args.device)))
+    return {"inductor": inductor, "pt2": packages, "forward": forward, "folder": folder, "report": report}
+
+
+def _fresh_compile_times(args: BenchConfig, kind: str, backend: str, folder: Path) -> dict[str, float]:
+    """``_time_compile`` in two fresh processes sharing one new Inductor cache: cold, then warm; for
+    pt2 also load + first explain of the package in a third."""
+    import json
+    import subprocess
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="fastinterp-inductor-cache-")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+    config = json.dumps(args.__dict__)
+    times = {}
+    for label in ("cold", "warm", "load") if backend == "pt2" else ("cold", "warm"):
+        step = "load" if label == "load" else backend
+        run = subprocess.run([sys.executable, "-m", "fastinterp.runtime.bench", config, kind, step, str(folder)],
+                             env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"backends: timing {backend} ({kind}) in a fresh process failed: "
+                               f"{run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+        times[f"{label}_s"] = json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    return times
+
+
+def _time_compile(config: dict, kind: str, step: str, folder: str) -> float:
+    """In a fresh process (``python -m fastinterp.runtime.bench``): seconds of compile(...,
+    backend="inductor") + its first explain at the smallest batch ("inductor"), of export_pt2
+    ("pt2": writes folder/kind.pt2), or of load_pt2 + its first explain ("load")."""
+    from fastinterp.runtime.pt2_backend import load_pt2
+
+    args = BenchConfig(**config)
+    pair = _models(args)
+    device = torch.device(args.device)
+    images = torch.rand(min(args.batch_sizes), 3, *pair.size, device=device)
+    path = Path(folder) / f"{kind}.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        if step == "load":
+            load_pt2(path, device=device).explain(images)
+        elif step == "inductor":
+            compile_explainer(pair.explained.to(device), pair.generator.to(device), representation=kind,
+                              input_size=pair.size, backend="inductor").explain(images)
+        else:
+            eager = compile_explainer(pair.explained.to(device), pair.generator.to(device), representation=kind,
+                                      input_size=pair.size)
+            start = time.perf_counter()
+            eager.export_pt2(path)
+    return time.perf_counter() - start
+
+
+def _compiled_methods(compiled: dict, images: torch.Tensor, smallest: bool) -> dict[str, Callable[[], object]]:
+    def forward(images=images):
+        with torch.inference_mode():
+            compiled["forward"](images)
+
+    methods: dict[str, Callable[[], object]] = {"compiled-forward": forward}
+    targets = torch.full((images.shape[0],), -1, dtype=torch.int64, device=images.device)
+    for kind, explainer in compiled["inductor"].items():
+        methods[f"inductor-explain-{kind}"] = lambda explainer=explainer, images=images: explainer.explain(images)
+        if smallest:
+            graph = explainer.graph(tuple(images.shape[-2:]))
+
+            def direct(graph=graph, images=images):
+                with torch.no_grad():
+                    graph(images, targets)
+
+            methods[f"inductor-graph-{kind}"] = direct
+    array = images.cpu().numpy()
+    for kind, explainer in compiled["pt2"].items():
+        methods[f"pt2-explain-{kind}"] = lambda explainer=explainer, array=array: explainer.explain(array)
+    return methods
 
 
 def _export_onnx(cnn, explainers: dict, size: tuple[int, int], args) -> dict:
@@ -480,6 +625,8 @@ def markdown(report: dict) -> str:
                 kind = method.removeprefix("ort-explain-")
                 lines.append(f"| {threads} | {batch} | {kind} | {p50 / by[(threads, batch, 'ort-forward')]:.3f} | "
                              f"{p50 / by[(threads, batch, 'explain-' + kind)]:.3f} |")
+    if report.get("compiled"):
+        lines += _compiled_markdown(report)
     if report["breakdown"]:
         stages = list(dict.fromkeys(s for b in report["breakdown"] for s in b["stages_ms"]))
         lines += ["", "explain() per stage (ms, median of Explainer.profile, synchronised per stage):", "",
@@ -489,3 +636,38 @@ def markdown(report: dict) -> str:
             cells = " | ".join(f"{b['stages_ms'][s]:.2f}" if s in b["stages_ms"] else "" for s in stages)
             lines.append(f"| {b['threads']} | {b['batch']} | {b['kind']} | {cells} |")
     return "\n".join(lines)
+
+
+def _compiled_markdown(report: dict) -> list[str]:
+    c = report["compiled"]
+    by = {(r["threads"], r["batch"], r["method"]): r["p50_ms"] for r in report["rows"]}
+    lines = ["", "Compiled backends, ratios measured side by side (inductor: compile(..., backend='inductor'); "
+             "pt2: a package from Explainer.export_pt2):", "",
+             "| threads | batch | kind | inductor / forward | inductor / compiled forward | pt2 / forward | "
+             "pt2 / inductor | compiled forward / forward |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
+
+    def ratio(a, b):
+        return "" if a is None or b is None else f"{a / b:.3f}"
+
+    for threads, batch, kind in dict.fromkeys((t, b, m.rsplit("-", 1)[-1]) for (t, b, m) in by
+                                              if m.startswith(("inductor-explain-", "pt2-explain-"))):
+        forward, cforward = by[(threads, batch, "forward")], by.get((threads, batch, "compiled-forward"))
+        ind, pt2 = by.get((threads, batch, f"inductor-explain-{kind}")), by.get((threads, batch, f"pt2-explain-{kind}"))
+        lines.append(f"| {threads} | {batch} | {kind} | {ratio(ind, forward)} | {ratio(ind, cforward)} | "
+                     f"{ratio(pt2, forward)} | {ratio(pt2, ind)} | {ratio(cforward, forward)} |")
+    times = [f"{name} {seconds:.1f} s" for name, seconds in c["in_run_s"].items()]
+    lines += ["", "Compile times in this run (trace + compile + the batch_sizes' first calls): "
+              + (", ".join(times) or "none") + "."]
+    for name, fresh in c["fresh"].items():
+        load = f", load + first explain {fresh['load_s']:.2f} s" if "load_s" in fresh else ""
+        lines.append(f"- {name}, fresh processes: cold cache {fresh['cold_s']:.1f} s, warm cache "
+                     f"{fresh['warm_s']:.1f} s{load}")
+    for kind, mb in c["pt2_mb"].items():
+        lines.append(f"- pt2-{kind}: {mb:.1f} MB")
+    return lines
+
+
+if __name__ == "__main__":  # _fresh_compile_times' child: config JSON, kind, step, folder
+    import json
+
+    print(json.dumps({"seconds": _time_compile(json.loads(sys.argv[1]), *sys.argv[2:5])}))

@@ -11,14 +11,18 @@ When it compiles: the graph is traced at ``compile()`` (a few seconds; an untrac
 back to the eager backend there, with one warning naming why). Inductor compiles on the first
 call, or at ``compile()`` for the ``batch_sizes`` given: a minute or more the first time on a CPU,
 seconds when Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
-/tmp/torchinductor_$USER) already holds it. The batch dimension is compiled symbolic: one compile
-serves every batch size >= 2, and batch 1 has its own (Dynamo specialises size 1). A line on stderr says when it compiles and
+/tmp/torchinductor_$USER) already holds it. Each batch size compiles once (static shapes: the
+fastest code, and what CUDA graphs need). A symbolic batch was tried: Dynamo specialises it back
+to the first batch size on the exported module's input checks, so it bought nothing. Past
+Dynamo's recompile limit (8 shapes per image size) a new batch size runs the traced graph
+uncompiled, with Dynamo's warning. A line on stderr says when it compiles and
 how long it took; ``profile()`` reports it as "compile". A new (H, W) is traced first. A shape
 whose compile fails runs eagerly, with a warning. On CUDA, ``mode="reduce-overhead"``: CUDA
 graphs, one per batch size.
 
-The graph runs in float32 (``dtype=None``); the maps equal the eager backend's to ~1e-5 (its
-normalisation is float32, the eager one's float64; ``export.graph``).
+The graph runs in float32 (``dtype=None``). On the CPU its cumulative maps are one call of our
+custom op (``ops.library``: the C++ kernel the eager backend runs; ``use_fused_op``); on CUDA
+Inductor generates them from plain ops (float32 normalisation; ``export.graph``).
 """
 
 from __future__ import annotations
@@ -35,26 +39,33 @@ from fastinterp._core.validation import check_target_range, stem_weight
 from fastinterp.export.graph import BuiltGraph, build_explain_graph
 from fastinterp.runtime.explainer import Explainer
 
-__all__ = ["InductorExplainer", "inductor_explainer"]
+__all__ = ["InductorExplainer", "compile_mode", "inductor_explainer", "use_fused_op"]
 
 
-def _compile_mode(device: torch.device) -> str | None:
+def compile_mode(device: torch.device) -> str | None:
     """Inductor's mode: CUDA graphs on CUDA; the default on the CPU (see benchmarks/NOTES.md)."""
     return "reduce-overhead" if device.type == "cuda" else None
+
+
+def use_fused_op(device: torch.device) -> bool:
+    """The cumulative maps as our custom op (the C++ kernel) on the CPU: measured 3-4x faster than
+    Inductor's kernel for the plain ops, and a minute less cold compile (benchmarks/NOTES.md). Not
+    on CUDA: its Triton path syncs with the host (its NaN check), which CUDA graphs cannot hold;
+    there Inductor's own Triton kernel for the plain ops runs inside the graph."""
+    return device.type == "cpu"
 
 
 class InductorExplainer(Explainer):
     """An :class:`Explainer` whose pipeline is one TorchInductor-compiled graph (see the module
     doc). Same API and attributes; ``backend`` is "inductor", ``compile_seconds`` maps each
-    compiled shape (B, C, H, W) to its compile time (s; B is 1 or 2, which stands for any batch
-    >= 2), ``mode`` is Inductor's mode."""
+    compiled shape (B, C, H, W) to its compile time (s), ``mode`` is Inductor's mode."""
 
     def __init__(self, eager: Explainer, built: BuiltGraph):
         cnn, generator = eager._models()
         super().__init__(cnn, generator, dict(eager.representation), eager.image_resize, eager.device, eager.dtype,
                          "inductor", eager.metadata, eager.input_size, eager.class_names)
         self.num_classes = eager.num_classes
-        self.mode = _compile_mode(eager.device)
+        self.mode = compile_mode(eager.device)
         self.compile_seconds: dict[tuple[int, ...], float] = {}
         self._eager = eager  # a shape Inductor cannot compile still explains
         self._graphs: dict[tuple[int, int], Callable] = {}
@@ -77,18 +88,29 @@ class InductorExplainer(Explainer):
             program = torch.export.export(built.module, built.example_inputs(),
                                           dynamic_shapes=({0: batch}, {0: batch}))
         # a GraphModule of its own (its own code object, so Dynamo's per-code recompile limit is
-        # per explainer and size); only the batch is symbolic in the exported graph
-        self._graphs[built.input_size] = torch.compile(program.module(), dynamic=True, mode=self.mode,
+        # per explainer and size), compiled per batch size
+        self._graphs[built.input_size] = torch.compile(program.module(), dynamic=False, mode=self.mode,
                                                        fullgraph=True)
 
     def _graph(self, cnn: nn.Module, generator: nn.Module, size: tuple[int, int]) -> Callable | None:
         graph = self._graphs.get(size)
         if graph is None and size not in self._failed:
             try:
-                self._add_graph(build_explain_graph(cnn, generator, self.representation, size, device=self.device))
+                self._add_graph(build_explain_graph(cnn, generator, self.representation, size, device=self.device,
+                                                    fused_op=use_fused_op(self.device)))
                 graph = self._graphs[size]
             except Exception as error:  # a CNN traceable at one size may not be at another
                 self._fail(size, error)
+        return graph
+
+    def graph(self, size: tuple[int, int]) -> Callable:
+        """The compiled graph for (H, W) images: ``(images (B, C, H, W), targets (B,) int64, -1 =
+        predicted) -> (logits, targets, maps (B, H, W), cgm)``, called directly (no input checks;
+        under ``torch.no_grad``)."""
+        cnn, generator = self._models()
+        graph = self._graph(cnn, generator, tuple(size))
+        if graph is None:
+            raise RuntimeError(f"size: no compiled graph for {tuple(size)} images ({self._failed[tuple(size)]})")
         return graph
 
     def _fail(self, key: tuple[int, ...], error: Exception) -> None:
@@ -108,7 +130,7 @@ class InductorExplainer(Explainer):
     # ------------------------------------------------------------------ the pipeline
     def _run_pipeline(self, cnn: nn.Module, generator: nn.Module, x: torch.Tensor, chosen: torch.Tensor | None,
                       return_cgm: bool, mark: Callable[[str], None]) -> dict:
-        shape = (min(x.shape[0], 2), *x.shape[1:])  # what one compile serves: batch 1, or any batch >= 2
+        shape = tuple(x.shape)
         graph = None if shape in self._failed else self._graph(cnn, generator, tuple(x.shape[2:]))
         if graph is None:
             return self._eager._run_pipeline(cnn, generator, x, chosen, return_cgm, mark)
@@ -147,7 +169,8 @@ def inductor_explainer(eager: Explainer) -> Explainer:
         raise ValueError("backend: 'inductor' compiles the float32 graph (a float32 CNN, dtype=None); use the eager "
                          f"backend for {eager.dtype or stem_weight(cnn).dtype}")
     try:
-        built = build_explain_graph(cnn, generator, eager.representation, eager.input_size, device=eager.device)
+        built = build_explain_graph(cnn, generator, eager.representation, eager.input_size, device=eager.device,
+                                    fused_op=use_fused_op(eager.device))
         return InductorExplainer(eager, built)
     except Exception as error:
         warnings.warn(f"backend='inductor': {type(cnn).__name__} cannot be traced into one graph "

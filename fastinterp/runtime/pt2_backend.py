@@ -10,6 +10,7 @@ lock): AOTInductor's runner is not documented as thread-safe.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def load_pt2(path: str | Path, *, device: str | torch.device | None = None) -> P
             runs on the CPU.
     """
     from torch._inductor import aoti_load_package  # Inductor: imported only when loading
+
+    importlib.import_module("fastinterp.ops.library")  # the custom op a CPU package calls, registered first
 
     if not isinstance(path, (str, Path)):
         raise TypeError(f"path: expected a file path (str or Path), got {type(path).__name__}")
