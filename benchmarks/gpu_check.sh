@@ -4,10 +4,13 @@
 #      reference on ragged shapes (fp32/fp16/bf16/fp64, NaN-poisoned outputs, non-finite input, a
 #      batch beyond the grid limit), explain() on CUDA against the CPU pipeline (both
 #      representations), the exported pipeline in ONNX Runtime's GPU providers (when
-#      onnxruntime-gpu is there) against the torch CUDA backend;
+#      onnxruntime-gpu is there) against the torch CUDA backend, the inductor backend with CUDA graphs
+#      and a CUDA .pt2 package against the eager CUDA backend;
 #   2. the Triton kernel's tile sweep (benchmarks/triton_tiles.py);
 #   3. the kernel table (benchmarks/bench_ops.py: torch vs triton vs triton kernel-only);
 #   4. fastinterp-bench --device cuda (resnet50, 224, batch 1 and 8, float32 and bfloat16 autocast);
+#      then the compiled backends (compile(..., backend="inductor") with CUDA graphs, a CUDA .pt2
+#      package) against the eager CUDA backend and a torch.compile'd forward, batch 1 and 32;
 #   5. ONNX Runtime's GPU providers timed against the torch CUDA backend (benchmarks/onnx_gpu.py);
 #   6. a short summary, printed last.
 #
@@ -51,7 +54,7 @@ unset TRITON_INTERPRET
 echo "== gpu_check: $PY ($("$PY" -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())'))"
 
 echo "== 1. correctness: the cuda tests"
-"$PY" -m pytest -q -p no:cacheprovider -m cuda "$ROOT/tests/test_cuda.py" --junitxml="$LOGDIR/cuda_tests.xml" 2>&1 \
+"$PY" -m pytest -q -p no:cacheprovider -m cuda "$ROOT/tests/test_cuda.py" "$ROOT/tests/test_custom_op.py" --junitxml="$LOGDIR/cuda_tests.xml" 2>&1 \
   | tee "$LOGDIR/cuda_tests.log"
 tests_status=${PIPESTATUS[0]}
 
@@ -64,6 +67,10 @@ echo "== 3. kernel table"
 echo "== 4. fastinterp-bench on CUDA"
 "$PY" -m fastinterp.cli.bench --device cuda --batch-sizes 1 8 --iters 30 --no-progress \
     --dtypes float32 bfloat16 --json "$LOGDIR/bench_runtime.json" 2>&1 | tee "$LOGDIR/bench_runtime.log"
+
+echo "== 4b. the compiled backends on CUDA (inductor with CUDA graphs, .pt2), batch 1 and 32"
+"$PY" -m fastinterp.cli.bench --device cuda --batch-sizes 1 32 --iters 30 --no-progress --backends torch inductor pt2 \
+    --no-compile-times --no-pytorch-grad-cam --json "$LOGDIR/bench_compiled.json" 2>&1 | tee "$LOGDIR/bench_compiled.log"
 
 echo "== 5. ONNX Runtime GPU providers vs the torch CUDA backend (needs onnxruntime-gpu)"
 "$PY" "$ROOT/benchmarks/onnx_gpu.py" --out "$LOGDIR/onnx" --json "$LOGDIR/onnx_gpu.json" 2>&1 | tee "$LOGDIR/onnx_gpu.log"

@@ -3,7 +3,7 @@ against the eager ``Explainer.explain``.
 
 Compiling is the cost here (tens of seconds per graph on a 2-core CPU, cold cache), so every test
 that compiles is slow-marked and their count is small: five architectures, both representations
-among them, two batch sizes (a compile each), two .pt2 packages (one made
+among them, two batch sizes on resnet18 (a compile each), two .pt2 packages (one made
 by ``fastinterp export --format pt2`` and loaded in a fresh process). The tolerances and the
 float64 reference are the ONNX tests' (tests/test_onnx_export.py: why both references); the
 six-architecture parity at full size is ``benchmarks/compiled_parity.py``.
@@ -26,21 +26,40 @@ import fastinterp
 from fastinterp.generator.networks import build_generator
 from fastinterp.runtime.inductor import InductorExplainer
 from conftest import assert_same_state, model_state
-from test_onnx_export import _DataDependent, assert_same, float64_reference, random_cnn, stable_images
+from test_onnx_export import LOGITS_RTOL, MAPS_ATOL, _DataDependent, float64_reference, random_cnn, stable_images
 
-# case: (architecture, representation kind, k, input side, generator size): the ONNX tests' small
-# family members, both kinds
+# case: (architecture, representation kind, k, input side, generator size, batch sizes): the ONNX
+# tests' small family members, both kinds; each batch size is a compile, so two only on resnet18
 CASES = {
-    "resnet18": ("resnet18", "gradient", 8, 64, 32),
-    "vgg11_bn": ("vgg11_bn", "gradient", 4, 64, 32),
-    "mobilenet_v3_small-activation": ("mobilenet_v3_small", "activation", 8, 32, 32),
-    "densenet-activation": ("densenet-small", "activation", 8, 32, 32),
-    "efficientnet": ("efficientnet-small", "gradient", 8, 64, 32),
+    "resnet18": ("resnet18", "gradient", 8, 64, 32, (2, 5)),
+    "vgg11_bn": ("vgg11_bn", "gradient", 4, 64, 32, (3,)),
+    "mobilenet_v3_small-activation": ("mobilenet_v3_small", "activation", 8, 32, 32, (3,)),
+    "densenet-activation": ("densenet-small", "activation", 8, 32, 32, (3,)),
+    "efficientnet": ("efficientnet-small", "gradient", 8, 64, 32, (3,)),
 }
 
 
+def assert_as_accurate(got, ref, exact) -> None:
+    """``assert_same`` against the eager result ``ref``, with the float64 reference ``exact`` held
+    as the eager backend is held to it: a compiled graph sums in its own order, so on a CNN where
+    the eager backend is itself e.g. 2e-3 from float64 (vgg11_bn's early Grad-CAMs: nearly
+    cancelling channel terms), the compiled one may be that far too, not further."""
+    exact_maps, exact_cgm = exact
+    for name, value, reference, truth in (("maps", got.maps, ref.maps, exact_maps), ("cgm", got.cgm, ref.cgm, exact_cgm)):
+        value, reference = np.asarray(value), reference.numpy()
+        assert np.isfinite(value).all(), name  # NaN never passes
+        own = float(np.abs(reference - truth).max())  # the eager backend's own float32 error
+        assert np.abs(value - truth).max() <= MAPS_ATOL + own, name
+        assert np.abs(value - reference).max() <= MAPS_ATOL + 2 * own, name
+    assert np.asarray(got.maps).shape == tuple(ref.maps.shape) and np.asarray(got.maps).dtype == np.float32
+    assert (np.asarray(got.targets) == ref.targets.numpy()).all()
+    logits, ref_logits = np.asarray(got.logits), ref.logits.numpy()
+    assert np.isfinite(logits).all()
+    assert np.abs(logits - ref_logits).max() <= LOGITS_RTOL * np.abs(ref_logits).max()
+
+
 def pair(case: str):
-    name, kind, k, side, size = CASES[case]
+    name, kind, k, side, size, _ = CASES[case]
     cnn = random_cnn(name)
     torch.manual_seed(1)
     generator = build_generator("fast", k=k, size=size)
@@ -57,28 +76,31 @@ def test_inductor_matches_the_eager_backend(case, capfd):
                                   backend="inductor")
     assert isinstance(compiled, InductorExplainer) and compiled.backend == "inductor"
     assert compiled.num_classes == 10 and compiled.compile_seconds == {}  # traced now, compiled on first call
-    for batch, seed in ((2, 11), (5, 12)):
-        images = stable_images(e.explainer, (batch, 3, e.side, e.side), seed)
+    batches = CASES[case][-1]
+    for batch in batches:
+        images = stable_images(e.explainer, (batch, 3, e.side, e.side), seed=10 + batch)
         ref = e.explainer.explain(images, return_cgm=True)
         got = compiled.explain(images, return_cgm=True)
         assert isinstance(got.maps, torch.Tensor) and got.maps.dtype == torch.float32
-        assert_same(got, ref, return_cgm=True, exact=float64_reference(e, images))
+        assert_as_accurate(got, ref, float64_reference(e, images))
         assert got.maps.std() > 1e-3  # not a trivial pass
         targets = (ref.targets + 1 + torch.arange(batch)) % 10  # explicit, other than the predicted
-        got_t = compiled.explain(images, targets)
+        got_t = compiled.explain(images, targets, return_cgm=True)
         assert (got_t.targets == targets).all()
-        assert_same(got_t, e.explainer.explain(images, targets), exact=float64_reference(e, images, targets))
+        assert_as_accurate(got_t, e.explainer.explain(images, targets, return_cgm=True),
+                           float64_reference(e, images, targets))
     # one compile per batch size, each said on stderr
-    assert list(compiled.compile_seconds) == [(2, 3, e.side, e.side), (5, 3, e.side, e.side)]
-    assert capfd.readouterr().err.count("fastinterp: compiled in") == 2
+    assert list(compiled.compile_seconds) == [(b, 3, e.side, e.side) for b in batches]
+    assert capfd.readouterr().err.count("fastinterp: compiled in") == len(batches)
     assert_same_state(before, model_state(e.cnn))
     with pytest.raises(ValueError, match=r"targets: class indices must be in \[0, 10\)"):
-        compiled.explain(images, [10] * 5)  # checked before the compiled gather
+        compiled.explain(images, [10] * batches[-1])  # checked before the compiled gather
     if case == "resnet18":  # another image size: traced and compiled on its first call
         images = stable_images(e.explainer, (2, 3, 48, 48), 13)
         stages = compiled.profile(images)
         assert stages["compile"] > 0 and (2, 3, 48, 48) in compiled.compile_seconds
-        assert_same(compiled.explain(images), e.explainer.explain(images), exact=float64_reference(e, images))
+        assert_as_accurate(compiled.explain(images, return_cgm=True), e.explainer.explain(images, return_cgm=True),
+                           float64_reference(e, images))
         assert "compile" not in compiled.profile(images)
 
 
@@ -129,7 +151,7 @@ def test_pt2_package_matches_the_eager_backend(tmp_path):
         ref = e.explainer.explain(images, return_cgm=True)
         got = loaded.explain(images.numpy(), return_cgm=True)
         assert isinstance(got.maps, np.ndarray)
-        assert_same(got, ref, return_cgm=True, exact=float64_reference(e, images))
+        assert_as_accurate(got, ref, float64_reference(e, images))
         assert isinstance(loaded.explain(images).maps, torch.Tensor)  # tensors in, tensors out
     with pytest.raises(ValueError, match="images: the exported graph takes 32x32 images, got 40x40"):
         loaded.explain(np.zeros((1, 3, 40, 40), np.float32))
