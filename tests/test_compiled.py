@@ -95,6 +95,11 @@ def test_inductor_matches_the_eager_backend(case, capfd):
     assert_same_state(before, model_state(e.cnn))
     with pytest.raises(ValueError, match=r"targets: class indices must be in \[0, 10\)"):
         compiled.explain(images, [10] * batches[-1])  # checked before the compiled gather
+    if case == "resnet18":  # a batch of 4: padded to the compiled 5, not compiled anew
+        images = stable_images(e.explainer, (4, 3, e.side, e.side), 14)
+        assert_as_accurate(compiled.explain(images, return_cgm=True), e.explainer.explain(images, return_cgm=True),
+                           float64_reference(e, images))
+        assert (4, 3, e.side, e.side) not in compiled.compile_seconds
     if case == "resnet18":  # another image size: traced and compiled on its first call
         images = stable_images(e.explainer, (2, 3, 48, 48), 13)
         stages = compiled.profile(images)

@@ -66,8 +66,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", type=Path, metavar="FILE",
                    help="a text file with one class name per line (default: what the generator or CNN records)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per explain() call (default 32)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="torch (default), or onnxruntime: the pipeline exported once (cached) and run by ONNX Runtime")
+    p.add_argument("--backend", choices=("torch", "inductor", "onnxruntime"), default="torch",
+                   help="torch (default); inductor: the pipeline compiled by TorchInductor for --batch-size (minutes "
+                        "the first time, seconds from its cache: for many images); onnxruntime: the pipeline exported "
+                        "once (cached) and run by ONNX Runtime")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the heat map in the overlay (default 0.5)")
     p.add_argument("--colormap", default="jet", help="matplotlib colormap of the overlay (default jet)")
