@@ -2,8 +2,8 @@
 
 ``torch.onnx`` has no backward ops (``convolution_backward``, ``threshold_backward``...). Tracing
 ``torch.autograd.grad`` with ``make_fx(..., decomposition_table=DECOMPOSITIONS)`` replaces each
-by forward ops that ONNX has: the stock ``torch._decomp`` decompositions (ReLU, batch norm in
-eval (as our own, leaner), max pooling, hardswish/hardsigmoid, SiLU/sigmoid, GELU, softmax...) and three of our own:
+by forward ops that ONNX has: the stock ``torch._decomp`` decompositions (max pooling,
+hardswish/hardsigmoid, SiLU/sigmoid, GELU, softmax...) and our own:
 
     convolution_backward (d input only)  stride 1: a convolution with the flipped, transposed
                                          kernel (padding d (k - 1) - p); otherwise a transposed
@@ -17,6 +17,14 @@ eval (as our own, leaner), max pooling, hardswish/hardsigmoid, SiLU/sigmoid, GEL
     avg_pool2d_backward                  a depthwise transposed convolution with a constant
                                          1/(kh kw) kernel (count_include_pad=True, or no padding;
                                          no ceil_mode, no divisor_override)
+    threshold_backward (ReLU)            d y * (y > 0): Greater, Cast, Mul (the stock Where runs
+                                         ~6x slower in ONNX Runtime)
+    native_batch_norm_backward (eval)    d y * invstd * weight (2 ops; the stock one computes the
+                                         training-mode terms too)
+
+:func:`nchwc_layout` switches the trace to forms for ONNX Runtime's CPU execution provider, whose
+NCHWc transformer then keeps the gradient chain in its blocked layout (see there; float32 files
+for the CPU EP only: its ReLU mask scales by 2^126, which float16 cannot hold).
 
 Only input gradients are ever asked for (the traced backward differentiates activations, never
 parameters); a decomposition asked for a weight or bias gradient raises. Whatever op the table
@@ -26,13 +34,45 @@ the op and the layer that ran its forward.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 import torch._decomp
 from torch import nn
 
-__all__ = ["DECOMPOSITIONS", "UnsupportedOpError", "check_no_backward"]
+__all__ = ["DECOMPOSITIONS", "UnsupportedOpError", "check_no_backward", "nchwc_layout", "nchwc_layout_enabled"]
 
 aten = torch.ops.aten
+
+_NCHWC = contextvars.ContextVar("fastinterp_export_nchwc_layout", default=False)
+
+
+@contextlib.contextmanager
+def nchwc_layout(enabled: bool = True) -> Iterator[None]:
+    """Trace the backward for ONNX Runtime's CPU execution provider: while on, the ReLU and
+    batch-norm backwards, the strided conv backwards and Grad-CAM's spatial mean are written as
+    ops that ONNX Runtime's NCHWc transformer keeps in its blocked layout (depthwise 1x1
+    convolutions, a clamp, an average pool), so the gradient chain stays blocked from conv to
+    conv instead of being reordered around every elementwise op (resnet50 224 px, batch 8: 9%
+    less time than without on an idle machine; benchmarks/onnx_gradient.py, benchmarks/NOTES.md).
+    Off (the default) the same maps come from plain elementwise ops, which compilers such as
+    TorchInductor fuse.
+
+    For float32 files run by the CPU execution provider only: the ReLU mask is
+    ``clamp(2^126 y, 0, 1)`` (:func:`_step`), whose scale a float16 conversion (``fp16=True``, or
+    TensorRT's fp16 mode) cannot hold."""
+    token = _NCHWC.set(enabled)
+    try:
+        yield
+    finally:
+        _NCHWC.reset(token)
+
+
+def nchwc_layout_enabled() -> bool:
+    """Whether :func:`nchwc_layout` is on (in this context)."""
+    return _NCHWC.get()
 
 
 class UnsupportedOpError(RuntimeError):
@@ -66,6 +106,12 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
             grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True, padding_out,
                                           groups)
             grad_input = grad_input[:, :, : input.shape[2], : input.shape[3]]
+            if _NCHWC.get():  # ONNX Runtime runs ConvTranspose in the plain layout: an identity depthwise conv
+                # brings the gradient back to NCHWc, where the residual Add that follows joins the other branch
+                # (else that Add, and the skip connections below it, run in the plain layout, between reorders)
+                channels = grad_input.shape[1]
+                grad_input = aten.convolution(grad_input, grad_input.new_ones((channels, 1, 1, 1)), None, [1, 1],
+                                              [0, 0], [1, 1], False, [0, 0], channels)
     return grad_input, None, None
 
 
@@ -82,8 +128,40 @@ def _native_batch_norm_backward(grad_output, input, weight, running_mean, runnin
     scale = torch.rsqrt(running_var + eps)
     if weight is not None:
         scale = scale * weight
+    if _NCHWC.get() and input.dim() == 4:  # a depthwise 1x1 convolution, which ONNX Runtime keeps in its NCHWc
+        # layout (a Mul by a constant it does not)
+        channels = scale.shape[0]
+        return aten.convolution(grad_output, scale.reshape(channels, 1, 1, 1).to(grad_output.dtype), None, [1, 1],
+                                [0, 0], [1, 1], False, [0, 0], channels), None, None
     shape = [1, -1] + [1] * (input.dim() - 2)
     return grad_output * scale.reshape(shape).to(grad_output.dtype), None, None
+
+
+# 2^126: times any normal float32 > 0 (>= 2^-126) it is >= 1; times 0 it is 0
+_STEP_SCALE = 2.0 ** 126
+
+
+def _step(x: torch.Tensor) -> torch.Tensor:
+    """(x > 0) as float, for a (B, C, h, w) map: ``clamp(2^126 x, 0, 1)`` with the scale as a
+    depthwise 1x1 convolution, which ONNX Runtime fuses with the clamp and runs in its blocked
+    NCHWc layout, so the ReLU backward's multiply stays there too (the comparison would need the
+    plain layout: a reorder of the activation, and of the gradient before and after). Equal to
+    ``x > 0`` for 0, negatives, every normal float32 and +-inf; a subnormal x in (0, 2^-126) gets
+    a mask 2^126 x in (0, 1)."""
+    channels = x.shape[1]
+    scale = torch.full((channels, 1, 1, 1), _STEP_SCALE, dtype=x.dtype, device=x.device)
+    return aten.convolution(x, scale, None, [1, 1], [0, 0], [1, 1], False, [0, 0], channels).clamp(0, 1)
+
+
+def _threshold_backward(grad_output, self, threshold):
+    """ReLU's backward, d x = d y where y > threshold, else 0, as a multiply by a float mask.
+    The stock ``where(y <= threshold, 0, d y)`` exports as ONNX ``Where``, which ONNX Runtime's
+    CPU kernel runs ~6x slower than ``Greater`` + ``Cast`` + ``Mul`` (benchmarks/onnx_gradient.py);
+    under :func:`nchwc_layout`, for conv feature maps and threshold 0, the mask is :func:`_step`.
+    Equal for finite gradients (a non-finite gradient where the mask is 0 gives NaN, not 0)."""
+    if _NCHWC.get() and threshold == 0 and self.dim() == 4 and self.is_floating_point():
+        return grad_output * _step(self)
+    return grad_output * (self > threshold).to(grad_output.dtype)
 
 
 def _window_matrix(size_in, size_out, like: torch.Tensor) -> torch.Tensor:
@@ -134,6 +212,7 @@ DECOMPOSITIONS = torch._decomp.get_decompositions([
     aten._softmax_backward_data,
 ])
 DECOMPOSITIONS[aten.convolution_backward.default] = _convolution_backward
+DECOMPOSITIONS[aten.threshold_backward.default] = _threshold_backward
 DECOMPOSITIONS[aten.native_batch_norm_backward.default] = _native_batch_norm_backward
 DECOMPOSITIONS[aten._adaptive_avg_pool2d_backward.default] = _adaptive_avg_pool2d_backward
 DECOMPOSITIONS[aten.avg_pool2d_backward.default] = _avg_pool2d_backward

@@ -20,14 +20,16 @@ error says so, and that the eager backend still works.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
 
-from fastinterp.maps.formulas import METHODS
+from fastinterp.maps.formulas import METHODS, gradcam_formula, weighted_sum
 from fastinterp.maps.eval_view import add_forward_hook, eval_view
-from fastinterp.export.decompositions import DECOMPOSITIONS, UnsupportedOpError, check_no_backward
+from fastinterp.export.decompositions import (DECOMPOSITIONS, UnsupportedOpError, check_no_backward,
+                                              nchwc_layout_enabled)
 from fastinterp.maps.forward_only import head_cam, head_plan, tapped_forward
 
 __all__ = ["trace_layer_maps"]
@@ -35,6 +37,17 @@ __all__ = ["trace_layer_maps"]
 
 def _chosen_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(targets < 0, logits.argmax(dim=1), targets)
+
+
+def _layer_map(formula, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """``formula(activations, gradients)``; under ``nchwc_layout``, Grad-CAM's with the spatial
+    mean of the gradient as an average pool, which ONNX Runtime runs on the gradient in its
+    blocked NCHWc layout (a ReduceMean needs the plain layout: a reorder of every gradient)."""
+    if (nchwc_layout_enabled() and formula is gradcam_formula
+            and all(isinstance(n, int) for n in gradients.shape[2:])):
+        weights = F.avg_pool2d(gradients, gradients.shape[2:]).flatten(1)
+        return torch.relu(weighted_sum(weights, activations))
+    return formula(activations, gradients)
 
 
 def _gradient_maps(cnn: nn.Module, method: str):
@@ -60,7 +73,7 @@ def _gradient_maps(cnn: nn.Module, method: str):
         maps = []
         for a, g in zip(outputs, grads):
             g = torch.zeros_like(a) if g is None else g
-            maps.append(formula(a.detach().float(), g.float()))
+            maps.append(_layer_map(formula, a.detach().float(), g.float()))
         return (logits.detach(), chosen, *maps)
 
     return layer_maps
