@@ -179,7 +179,7 @@ def run_case(arch: str, side: int, batch: int) -> None:
                 times[name].append(statistics.median(calls))
     print(f"compile, first call: formula {cold_f:.1f} s cold / {warm_f:.1f} s warm cache; "
           f"custom op {cold_o:.1f} s cold / {warm_o:.1f} s warm cache")
-    print(f"| variant | median ms | min ms | x compiled formula (paired median) | x floor |")
+    print("| variant | median ms | min ms | x compiled formula (paired median) | x floor |")
     print("|---|---:|---:|---:|---:|")
     for name in names:
         paired = statistics.median(a / b for a, b in zip(times[name], times[base]))

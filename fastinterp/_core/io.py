@@ -18,8 +18,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["IMAGE_SUFFIXES", "UnrangedImageError", "check_state_fits", "image_files", "load_tensors", "read_rgb",
-           "rgb_pixels", "save_tensors", "write_json"]
+__all__ = ["IMAGE_SUFFIXES", "UnrangedImageError", "check_state_fits", "image_files", "load_tensors", "output_path",
+           "read_rgb", "rgb_pixels", "save_tensors", "write_json"]
 
 # the file suffixes read as images when a folder is scanned (a file named directly may be anything Pillow reads)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -131,6 +131,18 @@ def check_state_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch
     if missing or unexpected or wrong:
         return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}"
     return None
+
+
+def output_path(path: object, suffix: str) -> Path:
+    """``path`` (str or Path) of a file to write, ending in ``suffix`` (e.g. ".onnx"); its folder is
+    made. Raises TypeError / ValueError naming ``path``."""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path: expected a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ValueError(f"path: expected a file name ending in {suffix}, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_json(path: str | Path, content: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from fastinterp._core.extras import require
+from fastinterp._core.io import output_path
 from fastinterp._core.hashing import weights_sha256
 from fastinterp._version import __version__
 from fastinterp.export.format import EXPLAINER_INPUTS, EXPLAINER_OUTPUTS, FORMAT_VERSION, METADATA_KEYS
@@ -50,16 +51,6 @@ def _check_opset(opset: object) -> int:
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < DEFAULT_OPSET:
         raise ValueError(f"opset: expected an int >= {DEFAULT_OPSET} (antialiased Resize), got {opset!r}")
     return opset
-
-
-def _check_path(path: object) -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"path: expected a file path (str or Path), got {type(path).__name__}")
-    path = Path(path)
-    if path.suffix != ".onnx":
-        raise ValueError(f"path: expected a file name ending in .onnx, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _require_exporter() -> None:
@@ -109,7 +100,7 @@ def export_generator(generator: nn.Module, path: str | Path, *, opset: int | Non
     if not isinstance(generator, nn.Module) or not isinstance(config, dict) or not {"k", "size"} <= set(config):
         raise TypeError("generator: expected a generator from fastinterp.load_generator / build_generator, got "
                         f"{type(generator).__name__}")
-    path, opset = _check_path(path), _check_opset(opset)
+    path, opset = output_path(path, ".onnx"), _check_opset(opset)
     module = copy.deepcopy(generator).cpu().float().eval().requires_grad_(False)
     k, size = config["k"], config["size"]
     example = (torch.rand(2, 3, size, size), torch.rand(2, k, size, size))
@@ -148,7 +139,7 @@ def export_explainer(cnn: nn.Module, generator: nn.Module, representation: Mappi
     for name, flag in (("dynamic_batch", dynamic_batch), ("dynamic_size", dynamic_size), ("fp16", fp16)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected True or False, got {flag!r}")
-    path, opset = _check_path(path), _check_opset(opset)
+    path, opset = output_path(path, ".onnx"), _check_opset(opset)
     if class_names is not None and (isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names)):
         raise TypeError(f"class_names: expected a list of str, got {class_names!r}")
     if value_range is not None and not isinstance(value_range, str):

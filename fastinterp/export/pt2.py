@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastinterp._core.io import output_path
 from fastinterp.export.graph import build_explain_graph
 from fastinterp.export.metadata import explainer_metadata
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE
@@ -31,16 +32,6 @@ from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE
 __all__ = ["MAX_BATCH", "export_pt2"]
 
 MAX_BATCH = 4096  # the symbolic batch dimension's upper bound (AOTInductor checks it at run time)
-
-
-def _check_path(path: object) -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"path: expected a file path (str or Path), got {type(path).__name__}")
-    path = Path(path)
-    if path.suffix != ".pt2":
-        raise ValueError(f"path: expected a file name ending in .pt2, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def export_pt2(cnn: nn.Module, generator: nn.Module, representation: Mapping[str, Any], path: str | Path, *,
@@ -63,7 +54,7 @@ def export_pt2(cnn: nn.Module, generator: nn.Module, representation: Mapping[str
 
     if not isinstance(dynamic_batch, bool):
         raise TypeError(f"dynamic_batch: expected True or False, got {dynamic_batch!r}")
-    path = _check_path(path)
+    path = output_path(path, ".pt2")
     device = torch.device(device)
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device: AOTInductor packages run on the CPU or CUDA, got {device}")
