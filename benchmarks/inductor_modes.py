@@ -38,7 +38,7 @@ def main() -> int:
     rep = {**(DEFAULT_REPRESENTATION if args.kind == "gradient" else ACTIVATION_REPRESENTATION), "k": 8, "size": 64}
     built = build_explain_graph(cnn, generator, rep, args.size, fused_op=True)
     images, targets = built.example_inputs(args.batch)
-    program = torch.export.export(built.module, built.example_inputs())
+    program = torch.export.export(built.module, (images, targets))
     graphs, times = {}, {}
     with torch.no_grad():
         for mode in args.modes:
