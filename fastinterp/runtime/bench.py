@@ -41,6 +41,7 @@ import copy
 import importlib.util
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -309,7 +310,7 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     onnx = _export_onnx(model, explainers, size, args) if "onnxruntime" in args.backends else None
-    compiled = _compiled(model, explained, generator, kinds, size, args) \
+    compiled = _compiled(model, explained, generator, explainers, size, args) \
         if {"inductor", "pt2"} & set(args.backends) else None
     rows, breakdowns = [], []
     threads_before = torch.get_num_threads()
@@ -406,13 +407,9 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     for explainer in explainers.values():
         explainer.close()
     if onnx is not None:  # the exported files (resnet50: ~100 MB each)
-        import shutil
-
         onnx["sessions"].clear()
         shutil.rmtree(onnx["folder"], ignore_errors=True)
     if compiled is not None:
-        import shutil
-
         for explainer in (*compiled["inductor"].values(), *compiled["pt2"].values()):
             explainer.close()
         shutil.rmtree(compiled["folder"], ignore_errors=True)
@@ -428,10 +425,11 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     }
 
 
-def _compiled(model: nn.Module, explained: nn.Module, generator: nn.Module, kinds: list[str],
+def _compiled(model: nn.Module, explained: nn.Module, generator: nn.Module, explainers: dict,
               size: tuple[int, int], args: BenchConfig) -> dict:
-    """The compiled forward, and per float32 kind the inductor explainer and/or the .pt2 package
-    (exported into a temporary folder), with their compile times: in this process, and unless
+    """The compiled forward, and per representation kind of ``explainers`` (the eager ones) the
+    inductor explainer and/or the .pt2 package (float32, exported into a temporary folder), with
+    their compile times: in this process, and unless
     ``args.compile_times`` is False in fresh processes, cold (an empty Inductor cache) then warm."""
     import tempfile
 
@@ -441,7 +439,7 @@ def _compiled(model: nn.Module, explained: nn.Module, generator: nn.Module, kind
     folder = Path(tempfile.mkdtemp(prefix="fastinterp-bench-compiled-"))
     report: dict[str, Any] = {"in_run_s": {}, "fresh": {}, "pt2_mb": {}}
     inductor, packages = {}, {}
-    for kind in kinds:
+    for kind in dict.fromkeys(label.split("-")[0] for label in explainers):
         for backend in ("inductor", "pt2"):
             if backend in args.backends and args.compile_times:  # before this process compiles anything
                 report["fresh"][f"{backend}-{kind}"] = _fresh_compile_times(args, kind, backend, folder)
@@ -455,9 +453,11 @@ def _compiled(model: nn.Module, explained: nn.Module, generator: nn.Module, kind
         if "pt2" in args.backends:
             path = folder / f"{kind}.pt2"
             if not path.is_file():  # not made by the fresh-process timing
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DomainWarning)
-                    eager = compile_explainer(explained, generator, representation=kind, input_size=size)
+                eager = explainers.get(kind)  # the float32 one (absent when only --dtypes bfloat16 ran)
+                if eager is None:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DomainWarning)
+                        eager = compile_explainer(explained, generator, representation=kind, input_size=size)
                 start = time.perf_counter()
                 eager.export_pt2(path)
                 report["in_run_s"][f"pt2-{kind}"] = time.perf_counter() - start
@@ -486,8 +486,6 @@ def _fresh_compile_times(args: BenchConfig, kind: str, backend: str, folder: Pat
             raise RuntimeError(f"backends: timing {backend} ({kind}) in a fresh process failed: "
                                f"{run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
         times[f"{label}_s"] = json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
-    import shutil
-
     shutil.rmtree(cache, ignore_errors=True)
     return times
 

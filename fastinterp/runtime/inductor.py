@@ -57,6 +57,11 @@ def use_fused_op(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def _reason(error: Exception) -> str:
+    """"Type: first line of the message", for the fallback warnings."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+
+
 class InductorExplainer(Explainer):
     """An :class:`Explainer` whose pipeline is one TorchInductor-compiled graph (see the module
     doc). Same API and attributes; ``backend`` is "inductor", ``compile_seconds`` maps each
@@ -116,18 +121,9 @@ class InductorExplainer(Explainer):
         return graph
 
     def _fail(self, key: tuple[int, ...], error: Exception) -> None:
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        self._failed[key] = reason
+        self._failed[key] = reason = _reason(error)
         warnings.warn(f"backend='inductor': could not compile the explain graph for images of shape {key} ({reason}); "
                       "those run on the eager backend", RuntimeWarning, stacklevel=5)
-
-    def warm_up(self, batch: int, size: tuple[int, int] | None = None) -> None:
-        """Compile now for (batch, C, *size) (default: ``input_size``), not on the first call."""
-        cnn, _ = self._models()
-        h, w = self.input_size if size is None else size
-        stem = next(m for m in cnn.modules() if isinstance(m, nn.Conv2d))
-        images = torch.zeros(batch, stem.in_channels, h, w, dtype=stem.weight.dtype, device=self.device)
-        self.explain(images)
 
     # ------------------------------------------------------------------ the pipeline
     def _padded_batch(self, shape: tuple[int, ...]) -> int | None:
@@ -189,6 +185,6 @@ def inductor_explainer(eager: Explainer) -> Explainer:
         return InductorExplainer(eager, built)
     except Exception as error:
         warnings.warn(f"backend='inductor': {type(cnn).__name__} cannot be traced into one graph "
-                      f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); explaining "
+                      f"({_reason(error)}); explaining "
                       "with the eager backend", RuntimeWarning, stacklevel=3)
         return eager
