@@ -38,7 +38,16 @@ from fastinterp.maps.options import check_representation
 from fastinterp.maps.representation import TooFewLayersError, drop_1x1_maps, paper_positions
 from fastinterp.ops import constant_rtol
 
-__all__ = ["BuiltGraph", "ExplainGraph", "build_explain_graph"]
+__all__ = ["BuiltGraph", "ExplainGraph", "build_explain_graph", "use_fused_op"]
+
+
+def use_fused_op(device: torch.device) -> bool:
+    """``fused_op`` for the compiled backends (Inductor, AOTInductor; ONNX has no such op): the
+    cumulative maps as our custom op (the C++ kernel) on the CPU: measured 3-4x faster than
+    Inductor's kernel for the plain ops, and a minute less cold compile (benchmarks/NOTES.md). Not
+    on CUDA: its Triton path syncs with the host (its NaN check), which CUDA graphs cannot hold;
+    there Inductor's own Triton kernel for the plain ops runs inside the graph."""
+    return device.type == "cpu"
 
 
 class ExplainGraph(nn.Module):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fastinterp._core.io import output_path
-from fastinterp.export.graph import build_explain_graph
+from fastinterp.export.graph import build_explain_graph, use_fused_op
 from fastinterp.export.metadata import explainer_metadata
 from fastinterp.maps.resize import DEFAULT_IMAGE_RESIZE
 
@@ -59,9 +59,8 @@ def export_pt2(cnn: nn.Module, generator: nn.Module, representation: Mapping[str
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device: AOTInductor packages run on the CPU or CUDA, got {device}")
     with torch.inference_mode(False):
-        # the cumulative maps as our custom op on the CPU (as compile(..., backend="inductor"))
         built = build_explain_graph(cnn, generator, representation, input_size, device=device,
-                                    fused_op=device.type == "cpu")
+                                    fused_op=use_fused_op(device))
         metadata = explainer_metadata(built, image_resize=image_resize, teacher=teacher, dynamic_batch=dynamic_batch,
                                       dynamic_size=False, class_names=class_names, value_range=value_range,
                                       cnn_name=type(cnn).__name__)

@@ -38,23 +38,15 @@ import torch
 from torch import nn
 
 from fastinterp._core.validation import check_target_range, stem_weight
-from fastinterp.export.graph import BuiltGraph, build_explain_graph
+from fastinterp.export.graph import BuiltGraph, build_explain_graph, use_fused_op
 from fastinterp.runtime.explainer import Explainer
 
-__all__ = ["InductorExplainer", "compile_mode", "inductor_explainer", "use_fused_op"]
+__all__ = ["InductorExplainer", "compile_mode", "inductor_explainer"]
 
 
 def compile_mode(device: torch.device) -> str | None:
     """Inductor's mode: CUDA graphs on CUDA; the default on the CPU (see benchmarks/NOTES.md)."""
     return "reduce-overhead" if device.type == "cuda" else None
-
-
-def use_fused_op(device: torch.device) -> bool:
-    """The cumulative maps as our custom op (the C++ kernel) on the CPU: measured 3-4x faster than
-    Inductor's kernel for the plain ops, and a minute less cold compile (benchmarks/NOTES.md). Not
-    on CUDA: its Triton path syncs with the host (its NaN check), which CUDA graphs cannot hold;
-    there Inductor's own Triton kernel for the plain ops runs inside the graph."""
-    return device.type == "cpu"
 
 
 def _reason(error: Exception) -> str:
