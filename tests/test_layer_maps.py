@@ -31,10 +31,12 @@ def test_single_pass_equals_naive_per_layer_loop(arch):
     assert result.layer_names == fastinterp.conv_layers(model, x)
     assert result.logits.shape == (2, 10)
     assert torch.equal(result.targets, result.logits.argmax(1))
-    assert_maps_match(result.maps, naive_layer_maps(model, x, result.layer_names, result.targets))
-    # a second call goes through the remembered in-place plan (fewer clones): still exact
+    naive = naive_layer_maps(model, x, result.layer_names, result.targets)
+    assert_maps_match(result.maps, naive)
+    # a second call goes through the remembered in-place plan (fewer clones) and keeps a widening
+    # 1x1 conv's input instead of its output (mobilenet, efficientnet, mnasnet): the same oracle
     again = fastinterp.layer_maps(model, x)
-    assert_maps_match(again.maps, result.maps, tol=1e-6)
+    assert_maps_match(again.maps, naive)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

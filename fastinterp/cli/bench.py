@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile-times", dest="compile_times", action="store_false",
                    help="inductor/pt2: skip timing each compile in fresh processes (cold, then warm Inductor "
                         "cache; minutes for resnet50); --quick skips it too")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="CPU: skip measuring each method's peak memory in a fresh process of its own (one child "
+                        "per method and batch size, seconds each)")
     p.add_argument("--ort-providers", nargs="+", default=None,
                    help="ONNX Runtime execution providers (default: CPU; CUDA then CPU with --device cuda)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")

@@ -27,12 +27,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from fastinterp._core.heap import HeapReleaser
 from fastinterp._core.validation import check_call, check_logits_and_targets
-from fastinterp.maps.eval_view import eval_view, eval_view_with, set_forward_hook
+from fastinterp.maps.eval_view import eval_view, eval_view_with, runs_class_forward, set_forward_hook
+from fastinterp.maps.lean_autograd import ActivationGradientsOnly
 
 __all__ = ["Capture", "capture"]
+
+
+# capture(reduce=...) on the CPU: release the free heap each time this many MB of layer outputs were
+# made (forward) or released (backward); 0: never (fastinterp._core.heap, measured in benchmarks/NOTES.md)
+RELEASE_HEAP_EVERY_MB = 0
 
 
 @dataclass
@@ -44,6 +52,7 @@ class Capture:
     gradients: list[torch.Tensor]  # (B, C_l, h_l, w_l), d y_t / d A_l
     logits: torch.Tensor  # (B, num_classes), detached
     targets: torch.Tensor  # (B,) int64
+    maps: list[torch.Tensor] | None = None  # capture(reduce=...): reduce(A_l, G_l) per layer
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ def capture(
     on_stage: Callable[[str], None] | None = None,
     *,
     validate: bool = True,
+    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Capture:
     """Run ``model`` once forward and once backward, capturing outputs and gradients.
 
@@ -123,6 +133,10 @@ def capture(
             gradients are (the runtime's per-stage profile).
         validate: check model, images and targets (default). False: the caller has (``targets``
             then None or a (B,) int64 tensor on the images' device).
+        reduce: ``(A, G) -> map``, e.g. a CAM formula. Given, it runs in the backward as each
+            layer's gradient completes and ``Capture.maps`` holds its results, with
+            ``activations`` and ``gradients`` left empty: no layer's output or gradient outlives
+            its own step of the backward (the memory-lean path the representation takes).
     """
     if validate:
         targets = check_call(model, images, targets)
@@ -134,9 +148,12 @@ def capture(
         view = eval_view(model)
         watched = _resolve_layers(view, layers, also)
 
+    heap = HeapReleaser(RELEASE_HEAP_EVERY_MB) if reduce is not None else None
     for attempt in range(2):
         known = _knowledge(model)
-        outputs, logits = _forward(view, images, watched, known, clone_all=attempt > 0)
+        kept: dict[str, _Kept] | None = {} if reduce is not None else None
+        outputs, logits = _forward(view, images, watched, known, clone_all=attempt > 0, kept=kept, heap=heap,
+                                   through_1x1=getattr(reduce, "through_1x1", None) is not None)
         # Was any un-cloned output written in place downstream? Then its values are gone: learn
         # it and run again with clones (happens at most once per layer and model).
         surprises = [n for n, (orig, handed, version, cloned) in outputs.items()
@@ -161,9 +178,19 @@ def capture(
     if on_stage is not None:
         on_stage("forward")
     chosen = ran if select is None else select(ran)
-    originals = [outputs[n][0] for n in chosen]
     with torch.enable_grad():  # the caller may be inside torch.no_grad()
         score = logits.gather(1, targets[:, None]).sum()
+    if reduce is not None:
+        layers_kept = [kept[n] for n in chosen]
+        outputs.clear()  # the view's hooks hold these dicts: what they kept would live until the view does
+        kept.clear()
+        maps = _reduce_in_backward(score, layers_kept, reduce, heap)
+        if on_stage is not None:
+            on_stage("backward")
+        return Capture(layer_names=list(chosen), activations=[], gradients=[], logits=logits.detach(),
+                       targets=targets, maps=maps)
+    originals = [outputs[n][0] for n in chosen]
+    with torch.enable_grad():
         if score.requires_grad:
             grads = torch.autograd.grad(score, originals, allow_unused=True)
         else:  # no watched layer influences the output
@@ -180,9 +207,127 @@ def capture(
     )
 
 
-def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: bool):
+def _widening_1x1_input(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """The input a 1x1 conv's output is made of, when it has at most half the output's channels:
+    ``Y[:, :, ::s, ::s]`` of a plain ``nn.Conv2d`` (its class's forward, no hooks that could change
+    the output) with a 1x1 kernel, no padding, one group, stride s, autocast off; else None.
+    The 1x1 convs that widen a bottleneck (resnet's conv3 and downsample) qualify."""
+    if type(module) is not nn.Conv2d or len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor) \
+            or module.kernel_size != (1, 1) or module.groups != 1 or module.padding not in ((0, 0), "valid") \
+            or torch.is_autocast_enabled(output.device.type) or not runs_class_forward(module):
+        return None
+    (sh, sw), y = module.stride, inputs[0]
+    if 2 * y.shape[1] > output.shape[1]:  # kept: (B, C_in, h, w) against A's (B, C_out, h, w)
+        return None
+    return y if (sh, sw) == (1, 1) else y[:, :, ::sh, ::sw].contiguous()
+
+
+@dataclass
+class _Kept:
+    """What the lean path keeps of one layer's output ``A`` until its gradient arrives: ``A``
+    itself, or, for a widening 1x1 conv (``conv``), its (subsampled) input ``Y``, from which the
+    map is computed directly (``cam_reducer(...).through_1x1``), or ``A`` made again if needed."""
+
+    node: object  # A.grad_fn (None: a leaf)
+    output_nr: int
+    edge: object  # torch.autograd.graph.GradientEdge of A
+    tensor: torch.Tensor | None  # A, or the conv's input Y
+    conv: nn.Conv2d | None = None
+
+    def activation(self) -> torch.Tensor:
+        if self.conv is None:
+            return self.tensor.detach()
+        with torch.no_grad():
+            return F.conv2d(self.tensor.detach(), self.conv.weight, self.conv.bias)
+
+    def map(self, reduce, grad: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            return reduce.through_1x1(self.tensor.detach(), self.conv.weight.detach(),
+                                      None if self.conv.bias is None else self.conv.bias.detach(), grad)
+        return reduce(self.activation(), grad)
+
+
+def _reduce_in_backward(score: torch.Tensor, kept: list[_Kept],
+                        reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        heap: HeapReleaser | None = None) -> list[torch.Tensor]:
+    """``reduce(A_l, dscore/dA_l)`` of every kept layer, each computed in the backward pass as soon
+    as its gradient is complete (a pre-hook on ``A_l``'s autograd node), after which neither what
+    was kept of ``A_l`` nor its gradient is held: at no time do all gradients exist at once, and
+    each output is released as soon as the backward is past it."""
+    maps: list[torch.Tensor | None] = [None] * len(kept)
+
+    def finish(i: int, grad: torch.Tensor) -> None:
+        maps[i] = kept[i].map(reduce, grad)
+        if heap is not None and grad.device.type == "cpu":
+            heap.count(grad.nbytes)
+        kept[i].tensor = None  # released: autograd's saved copy (if any) was freed when its node ran
+
+    def make_hook(i: int):
+        def hook(grad_outputs):
+            finish(i, grad_outputs[kept[i].output_nr])
+        return hook
+
+    try:
+        if score.requires_grad:
+            roots = _roots(score, [k.node for k in kept])
+            for i, k in enumerate(kept):
+                if i not in roots:
+                    k.node.register_prehook(make_hook(i))
+            with torch.enable_grad():
+                grads = torch.autograd.grad(score, [kept[i].edge for i in roots], allow_unused=True)
+            for i, g in zip(roots, grads):
+                if maps[i] is None:
+                    finish(i, torch.zeros_like(kept[i].activation()) if g is None else g)
+        for i, k in enumerate(kept):  # outputs the score does not depend on: a zero gradient
+            if maps[i] is None:
+                activation = k.activation()
+                maps[i] = reduce(activation, torch.zeros_like(activation))
+    finally:
+        # The hooks on the nodes hold ``kept``, which holds the nodes: a cycle through autograd's
+        # C++ nodes that Python's collector cannot see. Broken here, or every call's graph (with
+        # what it saved) would stay alive.
+        kept.clear()
+    return maps
+
+
+def _roots(score: torch.Tensor, nodes: list[object]) -> list[int]:
+    """Indices of the outputs (their autograd ``nodes``; None for a leaf) that have no other
+    output below them in ``score``'s autograd graph: a backward to these (and only these) passes
+    through every other output's node, so the hooks on the others fire and only the roots'
+    gradients come back (in a chain of convs, the first conv alone)."""
+    by_node: dict[object, list[int]] = {}
+    for i, node in enumerate(nodes):
+        by_node.setdefault(node, []).append(i)
+    # a leaf (an output the model detached) or outputs sharing one node (whose hooks would not run
+    # when the backward stops at that node): roots themselves
+    roots = [i for node, indices in by_node.items() if node is None or len(indices) > 1 for i in indices]
+    node_of = {node: indices[0] for node, indices in by_node.items() if node is not None and len(indices) == 1}
+    # reaches[node]: some output's node is this node or below it. Iterative post-order walk.
+    reaches: dict[object, bool] = {}
+    stack = [(score.grad_fn, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node is None or (node in reaches and not expanded):
+            continue
+        children = [child for child, _ in node.next_functions if child is not None]
+        if not expanded:
+            reaches[node] = False  # placeholder: an autograd graph has no cycles
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if child not in reaches)
+            continue
+        below = any(reaches.get(child, False) for child in children)
+        reaches[node] = node in node_of or below
+        if node in node_of and not below:
+            roots.append(node_of[node])
+    roots += [i for node, i in node_of.items() if node not in reaches]  # not in the score's graph at all
+    return sorted(set(roots))
+
+
+def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: bool,
+             kept: dict[str, _Kept] | None = None, heap: HeapReleaser | None = None, through_1x1: bool = False):
     """One forward of the eval ``view`` with hooks on its ``watched`` modules; returns
-    ({name: (original, handed_on, version, cloned)}, logits)."""
+    ({name: (original, handed_on, version, cloned)}, logits). With ``kept`` (the lean path), fills
+    it with what to keep of each layer (``_Kept``); ``heap`` counts the outputs' bytes (CPU)."""
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor, int, bool]] = {}
 
     def make_hook(name: str):
@@ -198,10 +343,25 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
             detached = not output.requires_grad
             if detached:  # the model detached it (or it does not depend on the input): a new leaf
                 output = output.detach().requires_grad_(True)
+            if heap is not None and output.device.type == "cpu":
+                heap.count(output.nbytes)
+            known = name in knowledge.checked and name not in knowledge.overwritten
+            if kept is not None:
+                edge = torch.autograd.graph.get_gradient_edge(output)
+                y = None if clone_all or detached or not known or not through_1x1 else \
+                    _widening_1x1_input(module, inputs, output)
+                if y is not None:
+                    # keep the (smaller) input, not A; a later in-place write into the input is a
+                    # surprise like any other (learned as overwritten: A is kept from then on)
+                    outputs[name] = (inputs[0], inputs[0], inputs[0]._version, False)
+                    kept[name] = _Kept(output.grad_fn, edge.output_nr, edge, y, module)
+                    return None
             # a leaf that requires grad cannot be written in place, so it is never handed on
-            clone = clone_all or detached or name not in knowledge.checked or name in knowledge.overwritten
+            clone = clone_all or detached or not known
             handed = output.clone() if clone else output
             outputs[name] = (output, handed, handed._version, clone)
+            if kept is not None:
+                kept[name] = _Kept(output.grad_fn, edge.output_nr, edge, output)
             return handed if clone else None
         return hook
 
@@ -211,6 +371,6 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
     # when all parameters are frozen; ``* 1`` so that an in-place op on the model's input neither
     # fails (a leaf) nor writes into the caller's images.
     inputs = images.detach().requires_grad_(True) * 1
-    with torch.enable_grad():
+    with torch.enable_grad(), ActivationGradientsOnly():  # no parameter gradient: autograd keeps less
         logits = view(inputs)
     return outputs, logits

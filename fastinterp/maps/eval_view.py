@@ -26,10 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["add_forward_hook", "add_forward_pre_hook", "eval_view", "eval_view_with", "set_forward_hook"]
+__all__ = ["add_forward_hook", "add_forward_pre_hook", "eval_view", "eval_view_with", "runs_class_forward",
+           "set_forward_hook"]
 
 # what register_forward_hook writes to (the last two only for its keyword options)
 _FORWARD_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
@@ -113,6 +114,18 @@ def set_forward_hook(module: nn.Module, hook: Callable) -> None:
     hooks = OrderedDict(state["_forward_hooks"])
     hooks[_VIEW_HOOK_KEY] = hook
     state["_forward_hooks"] = hooks
+
+
+def runs_class_forward(module: nn.Module) -> bool:
+    """True when calling the view ``module`` runs its class's ``forward`` on its arguments and
+    nothing else that could change the output: no forward pre-hook or forward hook (its own or
+    global) but :func:`set_forward_hook`'s, and no ``forward`` set on the instance. Then the
+    output can be computed again from the arguments (``fastinterp.maps.capture``)."""
+    state = module.__dict__
+    own_forward = state.get(_VIEW_FORWARD) if _VIEW_FORWARD in state else state.get("forward")
+    hooks = [key for key in state["_forward_hooks"] if key != _VIEW_HOOK_KEY]
+    return (own_forward is None and not hooks and not state["_forward_pre_hooks"] and not _global_forward_hooks
+            and not _global_forward_pre_hooks)
 
 
 def add_forward_hook(module: nn.Module, hook: Callable) -> RemovableHandle:

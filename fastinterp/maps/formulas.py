@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["METHODS", "gradcam_formula", "gradcam_plus_plus_formula", "layercam_formula", "paper_gradcam_formula",
+__all__ = ["CHANNEL_WEIGHTS", "METHODS", "gradcam_formula", "gradcam_weights", "gradcam_plus_plus_formula", "layercam_formula", "paper_gradcam_formula",
            "weighted_sum"]
 
 
@@ -23,9 +23,14 @@ def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tens
     return torch.matmul(weights.unsqueeze(1), activations.reshape(b, c, h * w)).reshape(b, h, w)
 
 
+def gradcam_weights(gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's channel weights: mean_ij(G_k), (B, C, h, w) -> (B, C)."""
+    return gradients.mean(dim=(2, 3))
+
+
 def gradcam_formula(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU(sum_k mean_ij(G_k) * A_k)."""
-    return torch.relu(weighted_sum(gradients.mean(dim=(2, 3)), activations))
+    return torch.relu(weighted_sum(gradcam_weights(gradients), activations))
 
 
 def gradcam_plus_plus_formula(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -54,6 +59,11 @@ def paper_gradcam_formula(activations: torch.Tensor, gradients: torch.Tensor) ->
     weights = torch.where(positive, gradients, 0).mean(dim=(2, 3))
     return weighted_sum(weights, activations)
 
+
+# The methods whose map is ReLU(sum_k w_k(G) * A_k), channel weights from the gradient alone: the map
+# of a 1x1 conv's output A = W Y + b is then ReLU(sum_c (w W)_c Y_c + w . b), from its input Y
+# (``fastinterp.maps.capture`` keeps the input of a widening 1x1 conv instead of its output).
+CHANNEL_WEIGHTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gradcam": gradcam_weights}
 
 METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "gradcam": gradcam_formula,

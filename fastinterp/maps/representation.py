@@ -19,11 +19,11 @@ from torch import nn
 from fastinterp._core.validation import check_call, check_size
 from fastinterp.maps.capture import Capture, capture
 from fastinterp.maps.forward_only import activation_layer_maps, pooled_layer
-from fastinterp.maps.formulas import METHODS
+from fastinterp.maps.formulas import CHANNEL_WEIGHTS, METHODS, weighted_sum
 from fastinterp.maps.options import DEFAULT_REPRESENTATION, check_method, check_representation
 from fastinterp.ops import cumulative_average, normalised_map
 
-__all__ = ["LayerMaps", "Representation", "TooFewLayersError", "cam_maps", "cnn_representation", "drop_1x1_maps",
+__all__ = ["LayerMaps", "Representation", "TooFewLayersError", "cam_maps", "cam_reducer", "cnn_representation", "drop_1x1_maps",
            "gradcam", "layer_maps", "layer_maps_reference", "paper_positions"]
 
 
@@ -73,21 +73,49 @@ class Representation:
 
 def cam_maps(cap: Capture, method: str) -> list[torch.Tensor]:
     """The ``method`` CAM of every captured layer: (B, h_l, w_l) each, float32 (float64 for float64
-    models), also when the caller runs the model under autocast (the formulas run with it off)."""
-    formula = METHODS[method]
+    models), also when the caller runs the model under autocast (the formulas run with it off).
+    A capture made with ``reduce=cam_reducer(...)`` already holds them (``cap.maps``)."""
+    if cap.maps is not None:
+        return cap.maps
     if not cap.activations:
         return []
-    device = cap.activations[0].device.type
-    autocast = torch.is_autocast_enabled(device)
-    with torch.autocast(device, enabled=False) if autocast else nullcontext():  # entered once, not per layer
-        maps = []
-        for a, g in zip(cap.activations, cap.gradients):
-            if a.dtype not in _CAM_DTYPES:  # float16 / bfloat16 under autocast: the formula in float32
-                a, g = a.float(), g.float()
-            elif g.dtype != a.dtype:
-                g = g.to(a.dtype)
-            maps.append(formula(a, g))
-    return maps
+    reduce = cam_reducer(method)
+    return [reduce(a, g) for a, g in zip(cap.activations, cap.gradients)]
+
+
+def cam_reducer(method: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(A, G) -> (B, h, w)``: the ``method`` CAM of one layer, in float32 (float64 for float64
+    models) with autocast off (what ``capture(reduce=...)`` runs in the backward). For a method of
+    ``CHANNEL_WEIGHTS`` it also has ``through_1x1(Y, weight, bias, G)``: the same map of the output
+    ``A = conv1x1(Y)`` (stride 1, or ``Y`` already subsampled), from ``Y``."""
+    formula, weigh = METHODS[method], CHANNEL_WEIGHTS.get(method)
+
+    def reduce(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        with _formula_precision(a.device.type):
+            a, g = _cam_dtypes(a, g)
+            return formula(a, g)
+
+    def through_1x1(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
+        with _formula_precision(y.device.type):
+            y, g = _cam_dtypes(y, g)
+            w = weigh(g)  # (B, C_out)
+            m = weighted_sum(w @ weight.reshape(weight.shape[0], -1).to(w.dtype), y)  # (B, C_in) weights
+            if bias is not None:
+                m = m + (w @ bias.to(w.dtype))[:, None, None]
+            return torch.relu(m)
+
+    reduce.through_1x1 = through_1x1 if weigh is not None else None
+    return reduce
+
+
+def _formula_precision(device: str):
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
+
+
+def _cam_dtypes(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.dtype not in _CAM_DTYPES:  # float16 / bfloat16 under autocast: the formula in float32
+        return a.float(), g.float()
+    return a, g if g.dtype == a.dtype else g.to(a.dtype)
 
 
 _CAM_DTYPES = (torch.float32, torch.float64)
@@ -115,7 +143,7 @@ def layer_maps(
         method: "gradcam", "gradcam++", "layercam" or "paper-gradcam" (see ``fastinterp.maps.formulas``).
     """
     check_method(method)
-    cap = capture(model, images, layers=layers, targets=targets)
+    cap = capture(model, images, layers=layers, targets=targets, reduce=cam_reducer(method))
     return LayerMaps(maps=cam_maps(cap, method), layer_names=cap.layer_names, logits=cap.logits,
                      targets=cap.targets)
 
@@ -187,7 +215,7 @@ def _gradient_maps(model, images, targets, layers, method, teacher, skip_1x1, on
         if layers is not None and teacher not in layers:
             layers = [*layers, teacher]
     cap = capture(model, images, layers=layers, targets=targets, also=(teacher,) if named and layers is None else (),
-                  on_stage=on_stage, validate=False)
+                  on_stage=on_stage, validate=False, reduce=cam_reducer(method))
     maps, names = cam_maps(cap, method), list(cap.layer_names)
     if named:
         if teacher not in names:
@@ -323,10 +351,11 @@ def gradcam(
     if size is not None:
         size = check_size(size)
     if layer is None:
-        cap = capture(model, images, layers=None, targets=targets, select=lambda names: names[-1:])
+        cap = capture(model, images, layers=None, targets=targets, select=lambda names: names[-1:],
+                      reduce=cam_reducer(method))
     else:
         if not isinstance(layer, str):
             raise TypeError(f"layer: expected a module name (str) or None, got {type(layer).__name__}")
-        cap = capture(model, images, layers=[layer], targets=targets)
+        cap = capture(model, images, layers=[layer], targets=targets, reduce=cam_reducer(method))
     (raw,) = cam_maps(cap, method)
     return normalised_map(raw, tuple(images.shape[-2:]) if size is None else size)  # images checked by capture

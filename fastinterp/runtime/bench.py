@@ -27,9 +27,9 @@ interleaved rounds (one call of each method per round, so that a noisy machine s
   and, unless quick, each compile timed in fresh processes: cold (an empty Inductor cache) then
   warm (the same cache), the .pt2 file's size, and its load + first explain in a fresh process.
 
-and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, the peak
-resident memory of that method's calls (Linux: VmHWM, reset before each method's first call; on
-CUDA: torch.cuda.max_memory_allocated), the Python time of a call (``PYTHON_MS``) and the
+and reports p50/p95/p99 latency (ms), images/s, the ratio of p50 to the forward's p50, each
+method's peak memory (``MEMORY_CPU``: on the CPU each method in a fresh process of its own,
+``runtime.bench_memory``; ``MEMORY_CUDA``), the Python time of a call (``PYTHON_MS``) and the
 per-stage breakdown of explain (median of ``Explainer.profile``). Output: a markdown table on
 stdout, ``--json FILE`` for the numbers.
 """
@@ -67,6 +67,7 @@ from fastinterp.maps.options import KINDS, representation_options
 from fastinterp.maps.preprocess import IMAGENET, check_preprocess, parse_normalize, preprocess_of, with_preprocess
 from fastinterp.maps.representation import cnn_representation, gradcam
 from fastinterp.maps.resize import resize_images
+from fastinterp.runtime import bench_memory
 from fastinterp.runtime.compiler import DomainWarning
 from fastinterp.runtime.compiler import compile as compile_explainer
 from fastinterp.runtime.onnx_backend import load_onnx
@@ -79,6 +80,16 @@ PYTHON_MS = ("Python ms (CPU, smallest batch only): each method is called a few 
              "median over the calls. It cannot go negative (the ops of a call lie inside it), and it includes the "
              "profiler's own bookkeeping between ops, so it is an upper bound of the call's Python and framework "
              "time; the forward's own is the CNN's Python.")
+
+
+MEMORY_KEYS = ("peak_mb", "first_call_mb", "held_mb", "peak_rss_mb", "first_call_rss_mb")
+MEMORY_CPU = ("peak MB (CPU): each method in a fresh process of its own (python -m fastinterp.runtime.bench "
+              "--memory), so that no method inherits the heap another left: after one warm-up call and "
+              "malloc_trim(0), the peak resident memory (VmHWM) of one call minus the resident memory held "
+              "before it (VmRSS: libraries, weights, sessions, images). 'first call' is the same for the "
+              "process's first call (lazy initialisation and compiles included); 'peak RSS' the absolute peak.")
+MEMORY_CUDA = ("peak MB (CUDA): torch.cuda.max_memory_allocated over the warm-up calls minus the memory "
+               "allocated before them (the caching allocator counts live allocations: nothing is inherited).")
 
 
 @dataclass
@@ -106,6 +117,7 @@ class BenchConfig:
     backends: list[str] = field(default_factory=lambda: ["torch"])
     ort_providers: list[str] | None = None
     compile_times: bool = True  # inductor / pt2: time each compile in fresh processes, cold then warm cache
+    memory: bool = True  # CPU: each method's peak memory in a fresh process (MEMORY_CPU)
 
     def quick(self) -> BenchConfig:
         """A tiny run (batch 2, 3 rounds; a torchvision model: resnet18 at 64 px): checks the tool,
@@ -120,25 +132,6 @@ def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def _reset_peak_rss() -> bool:
-    """Reset Linux's peak resident set size (VmHWM) of this process; False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 @contextlib.contextmanager
@@ -283,6 +276,68 @@ def _models(args: BenchConfig) -> _Pair:
                  f"{cnn_described} + {generator_described}{normalised}")
 
 
+def _tensor_mb(module: nn.Module) -> float:
+    """Bytes of ``module``'s parameters and buffers (shared ones once), MB."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in (*module.parameters(), *module.buffers())}
+    return sum(storages.values()) / 2**20
+
+
+def _explainers(explained: nn.Module, generator: nn.Module, labels: list[str], size: tuple[int, int]) -> dict:
+    """One eager explainer per label: a representation kind, float32 ("gradient"), or kind-dtype
+    under autocast ("gradient-bfloat16")."""
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    with warnings.catch_warnings():  # a cost measurement: the generator need not have seen this CNN
+        warnings.simplefilter("ignore", DomainWarning)
+        return {label: compile_explainer(explained, generator, representation=label.split("-")[0], input_size=size,
+                                         dtype=dtypes[label.split("-")[1] if "-" in label else "float32"])
+                for label in labels}
+
+
+def _pytorch_gradcam(model: nn.Module, size: tuple[int, int], device: torch.device):
+    """pytorch_grad_cam.GradCAM on the last conv of a copy of ``model`` (it registers hooks on the
+    model it is given); None when pytorch-grad-cam is not installed."""
+    if importlib.util.find_spec("pytorch_grad_cam") is None:
+        return None
+    from pytorch_grad_cam import GradCAM
+
+    last_conv = conv_layers(model, torch.rand(1, 3, *size, device=device))[-1]
+    cam_model = copy.deepcopy(model)
+    return GradCAM(model=cam_model, target_layers=[dict(cam_model.named_modules())[last_conv]])
+
+
+def _torch_methods(model: nn.Module, generator: nn.Module, explainers: dict, pgc,
+                   images: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """forward, gradcam, pytorch-gradcam (``pgc`` not None), hand-<kind> and explain-<label> per
+    explainer, each a call on ``images``. The baselines run ``model``: the CNN behind the
+    normalisation explain() applies."""
+    def forward():
+        with torch.inference_mode():
+            model(images)
+
+    methods: dict[str, Callable[[], object]] = {"forward": forward, "gradcam": lambda: gradcam(model, images)}
+    if pgc is not None:
+        methods["pytorch-gradcam"] = lambda: pgc(input_tensor=images, targets=None)
+    for label, explainer in explainers.items():  # the hand-written pipeline, float32, once per kind
+        kind = label.split("-")[0]
+        if f"hand-{kind}" in methods or (label != kind and kind in explainers):
+            continue
+        options = dict(explainer.representation)
+
+        def hand(options=options, explainer=explainer):
+            rep = cnn_representation(model, images, **{**options, "teacher": None})
+            small = resize_images(images, options["size"], explainer.image_resize)
+            with torch.inference_mode():
+                out = generator(small, rep.cgm)
+                return torch.nn.functional.interpolate(out, size=images.shape[-2:], mode="bilinear",
+                                                       antialias=True, align_corners=False)
+
+        methods[f"hand-{kind}"] = hand
+    for label, explainer in explainers.items():
+        methods[f"explain-{label}"] = lambda explainer=explainer: explainer.explain(images)
+    return methods
+
+
 def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     """Every measurement of one run (see the module doc)."""
     from tqdm.auto import tqdm
@@ -292,21 +347,9 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
     model, explained, generator = pair.model.to(device), pair.explained.to(device), pair.generator.to(device)
     kinds = args.representations or ([pair.kind] if pair.kind is not None else list(KINDS))
     size = pair.size
-    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    # one explainer per (representation, dtype): "gradient", "activation", "gradient-bfloat16", ...
-    with warnings.catch_warnings():  # a cost measurement: the generator need not have seen this CNN
-        warnings.simplefilter("ignore", DomainWarning)
-        explainers = {kind if dtype == "float32" else f"{kind}-{dtype}":
-                      compile_explainer(explained, generator, representation=kind, input_size=size,
-                                        dtype=dtypes[dtype])
-                      for dtype in dict.fromkeys(args.dtypes) for kind in kinds}
-    last_conv = conv_layers(model, torch.rand(1, 3, *size, device=device))[-1]
-    pgc = None
-    if importlib.util.find_spec("pytorch_grad_cam") is not None and args.pytorch_grad_cam:
-        from pytorch_grad_cam import GradCAM
-
-        cam_model = copy.deepcopy(model)  # it registers hooks on the model it is given
-        pgc = GradCAM(model=cam_model, target_layers=[dict(cam_model.named_modules())[last_conv]])
+    explainers = _explainers(explained, generator, [kind if dtype == "float32" else f"{kind}-{dtype}"
+                                                    for dtype in dict.fromkeys(args.dtypes) for kind in kinds], size)
+    pgc = _pytorch_gradcam(model, size, device) if args.pytorch_grad_cam else None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     onnx = _export_onnx(model, explainers, size, args) if "onnxruntime" in args.backends else None
@@ -319,52 +362,41 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
                                                          + (pgc is not None) + (0 if onnx is None else
                                                                                 len(onnx["files"]))
                                                          + (0 if compiled is None else 1 + 3 * len(kinds)))
+    total += len(configs) * (3 + len(explainers) + len(kinds) + (pgc is not None)
+                             + (0 if onnx is None else len(onnx["files"]))
+                             + (0 if compiled is None else 1 + 3 * len(kinds))) * (args.memory and device.type == "cpu")
     bar = tqdm(total=total, desc="fastinterp-bench", unit="call", disable=not progress, file=sys.stderr)
     for threads, batch in configs:
         torch.set_num_threads(threads)
         images = torch.rand(batch, 3, *size, device=device, generator=torch.Generator(device).manual_seed(1))
 
-        # every method binds this round's images (default arguments: no late binding across batch sizes);
-        # the baselines run `model`: the CNN behind the normalisation explain() applies
-        def forward(images=images):
-            with torch.inference_mode():
-                model(images)
-
-        methods: dict[str, Callable[[], object]] = {"forward": forward,
-                                                    "gradcam": lambda images=images: gradcam(model, images)}
-        if pgc is not None:
-            methods["pytorch-gradcam"] = lambda images=images: pgc(input_tensor=images, targets=None)
-        for kind in kinds:  # the hand-written pipeline, float32
-            explainer = explainers.get(kind) or next(e for label, e in explainers.items() if label.startswith(kind))
-            options = dict(explainer.representation)
-
-            def hand(options=options, explainer=explainer, images=images):
-                rep = cnn_representation(model, images, **{**options, "teacher": None})
-                small = resize_images(images, options["size"], explainer.image_resize)
-                with torch.inference_mode():
-                    out = generator(small, rep.cgm)
-                    return torch.nn.functional.interpolate(out, size=images.shape[-2:], mode="bilinear",
-                                                           antialias=True, align_corners=False)
-
-            methods[f"hand-{kind}"] = hand
-        for label, explainer in explainers.items():
-            methods[f"explain-{label}"] = lambda explainer=explainer, images=images: explainer.explain(images)
+        methods = _torch_methods(model, generator, explainers, pgc, images)
         if onnx is not None:
             methods.update(_onnx_methods(onnx, images, threads, args))
         if compiled is not None:
             methods.update(_compiled_methods(compiled, images, smallest=batch == min(args.batch_sizes)))
         times: dict[str, list[float]] = {name: [] for name in methods}
-        peaks: dict[str, float | None] = {}
-        for name, method in methods.items():  # warm-up, and each method's own peak memory
+        peaks: dict[str, dict[str, float]] = {}
+        for name, method in methods.items():  # warm-up; on CUDA, each method's own peak memory
             if device.type == "cuda":
+                sync()
                 torch.cuda.reset_peak_memory_stats()
-            reset = _reset_peak_rss()
+                held = torch.cuda.memory_allocated()
             for _ in range(args.warmup):
                 method()
                 bar.update()
             sync()
-            peaks[name] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                           else _peak_rss_mb() if reset else None)
+            if device.type == "cuda":
+                peaks[name] = {"peak_mb": (torch.cuda.max_memory_allocated() - held) / 2**20}
+        if device.type == "cpu" and args.memory and bench_memory.supported():
+            for name in methods:  # each in a fresh process: nothing inherited from the methods before it
+                if not name.startswith("inductor-graph-"):  # the same graph as inductor-explain
+                    folder = (onnx["folder"] if name.startswith("ort-") else
+                              compiled["folder"] if name.startswith("pt2-") else None)
+                    peaks[name] = bench_memory.measure_in_child(
+                        {"config": args.__dict__, "method": name, "batch": batch, "threads": threads,
+                         "folder": None if folder is None else str(folder)})
+                bar.update()
         for _ in range(args.iters):  # interleaved rounds
             for name, method in methods.items():
                 sync()
@@ -392,7 +424,7 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
                          "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
                          "images_per_s": 1e3 * batch / p50, "ratio_to_forward": p50 / base,
                          "ratio_to_compiled_forward": None if compiled_base is None else p50 / compiled_base,
-                         "peak_mb": peaks[name],
+                         **{key: peaks.get(name, {}).get(key) for key in MEMORY_KEYS},
                          "outside_ops_ms": python.get(name)})
         for kind, explainer in explainers.items():
             profiles = []
@@ -419,6 +451,9 @@ def run_bench(args: BenchConfig, progress: bool = True) -> dict:
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
         "torch": torch.__version__, "fastinterp": __version__, "iters": args.iters,
         "warmup": args.warmup, "rows": rows, "breakdown": breakdowns,
+        "weights_mb": {"cnn": _tensor_mb(model), "generator": _tensor_mb(generator)},
+        "memory": None if device.type == "cpu" and not (args.memory and bench_memory.supported()) else
+        (MEMORY_CUDA if device.type == "cuda" else MEMORY_CPU),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "onnx": None if onnx is None else {key: onnx[key] for key in ("export_s", "mb", "providers", "onnxruntime")},
         "compiled": None if compiled is None else compiled["report"],
@@ -517,12 +552,15 @@ def _time_compile(config: dict, kind: str, step: str, folder: str) -> float:
     return time.perf_counter() - start
 
 
-def _compiled_methods(compiled: dict, images: torch.Tensor, smallest: bool) -> dict[str, Callable[[], object]]:
-    def forward(images=images):
+def _compiled_forward(forward: Callable, images: torch.Tensor) -> Callable[[], object]:
+    def call():
         with torch.inference_mode():
-            compiled["forward"](images)
+            forward(images)
+    return call
 
-    methods: dict[str, Callable[[], object]] = {"compiled-forward": forward}
+
+def _compiled_methods(compiled: dict, images: torch.Tensor, smallest: bool) -> dict[str, Callable[[], object]]:
+    methods: dict[str, Callable[[], object]] = {"compiled-forward": _compiled_forward(compiled["forward"], images)}
     targets = torch.full((images.shape[0],), -1, dtype=torch.int64, device=images.device)
     for kind, explainer in compiled["inductor"].items():
         methods[f"inductor-explain-{kind}"] = lambda explainer=explainer, images=images: explainer.explain(images)
@@ -564,10 +602,13 @@ def _export_onnx(cnn, explainers: dict, size: tuple[int, int], args) -> dict:
             export_s[f"explain-{label}"] = time.perf_counter() - start
     for name, path in files.items():
         mb[name] = path.stat().st_size / 1e6
-    providers = args.ort_providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device != "cpu"
-                                       else ["CPUExecutionProvider"])
-    return {"files": files, "export_s": export_s, "mb": mb, "providers": providers, "folder": folder,
+    return {"files": files, "export_s": export_s, "mb": mb, "providers": _ort_providers(args), "folder": folder,
             "onnxruntime": onnxruntime.__version__, "sessions": {}}
+
+
+def _ort_providers(args: BenchConfig) -> list[str]:
+    return args.ort_providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device != "cpu"
+                                  else ["CPUExecutionProvider"])
 
 
 def _onnx_methods(onnx: dict, images: torch.Tensor, threads: int, args) -> dict[str, Callable[[], object]]:
@@ -585,16 +626,16 @@ def _onnx_methods(onnx: dict, images: torch.Tensor, threads: int, args) -> dict[
         # ONNX Runtime's threads spin after a run by default: interleaved with torch calls they
         # would take the cores from the next (torch) method. Off for every session here.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions["forward"] = ort.InferenceSession(str(onnx["files"]["forward"]), options, providers=onnx["providers"])
         for name, path in onnx["files"].items():
-            if name != "forward":
+            if name == "forward":
+                sessions[name] = ort.InferenceSession(str(path), options, providers=onnx["providers"])
+            else:
                 sessions[name] = load_onnx(path, providers=onnx["providers"], threads=threads,
                                            config={"session.intra_op.allow_spinning": "0"})
-    methods: dict[str, Callable[[], object]] = {
-        "ort-forward": lambda array=array: sessions["forward"].run(None, {"images": array})}
-    for name, explainer in sessions.items():
-        if name != "forward":
-            methods[f"ort-{name}"] = lambda explainer=explainer, array=array: explainer.explain(array)
+    methods: dict[str, Callable[[], object]] = {}
+    for name, session in sessions.items():
+        methods[f"ort-{name}"] = (lambda session=session: session.run(None, {"images": array})) if name == "forward" \
+            else (lambda explainer=session: explainer.explain(array))
     return methods
 
 
@@ -611,6 +652,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['threads']} | {r['batch']} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['images_per_s']:.1f} | {r['ratio_to_forward']:.3f} | {peak} | {python} |")
     lines += ["", PYTHON_MS]
+    if report.get("memory"):
+        lines += _memory_markdown(report)
     if report.get("onnx"):
         onnx = report["onnx"]
         lines += ["", f"ONNX Runtime {onnx['onnxruntime']} ({', '.join(onnx['providers'])}): export "
@@ -634,6 +677,27 @@ def markdown(report: dict) -> str:
             cells = " | ".join(f"{b['stages_ms'][s]:.2f}" if s in b["stages_ms"] else "" for s in stages)
             lines.append(f"| {b['threads']} | {b['batch']} | {b['kind']} | {cells} |")
     return "\n".join(lines)
+
+
+def _memory_markdown(report: dict) -> list[str]:
+    weights = report["weights_mb"]
+    lines = ["", f"Memory: {report['memory']} Weights, held before every call and not in the columns: CNN "
+             f"{weights['cnn']:.1f} MB, generator {weights['generator']:.1f} MB.", ""]
+    cpu = report["device"] == "cpu"
+    lines += ["| threads | batch | method | peak MB | x forward |"
+              + (" first call MB | held MB | peak RSS MB | peak RSS x forward |" if cpu else ""),
+              "|---:|---:|---|---:|---:|" + ("---:|---:|---:|---:|" if cpu else "")]
+    forward = {(r["threads"], r["batch"]): r for r in report["rows"] if r["method"] == "forward"}
+    for r in report["rows"]:
+        if r["peak_mb"] is None:
+            continue
+        f = forward[(r["threads"], r["batch"])]
+        line = f"| {r['threads']} | {r['batch']} | {r['method']} | {r['peak_mb']:.0f} | {r['peak_mb'] / f['peak_mb']:.2f} |"
+        if cpu:
+            line += (f" {r['first_call_mb']:.0f} | {r['held_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['peak_rss_mb'] / f['peak_rss_mb']:.2f} |")
+        lines.append(line)
+    return lines
 
 
 def _compiled_markdown(report: dict) -> list[str]:
@@ -665,7 +729,48 @@ def _compiled_markdown(report: dict) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":  # _fresh_compile_times' child: config JSON, kind, step, folder
+def _memory_method(request: dict) -> Callable[[], object]:
+    """In a fresh process (``bench_memory.measure_in_child``'s child): the one method
+    ``request["method"]`` (a row name) of a run of ``request["config"]``, built from scratch, at
+    ``request["batch"]``; ``request["folder"]`` holds the files the parent exported (ONNX, .pt2)."""
+    args = BenchConfig(**request["config"])
+    name, batch, folder = request["method"], request["batch"], request["folder"]
+    torch.set_num_threads(request["threads"])
+    pair = _models(args)
+    device = torch.device(args.device)
+    model, explained, generator = pair.model.to(device), pair.explained.to(device), pair.generator.to(device)
+    images = torch.rand(batch, 3, *pair.size, device=device, generator=torch.Generator(device).manual_seed(1))
+    kind = name.rsplit("-", 1)[-1]
+    if name.startswith("ort-"):
+        key = "forward" if name == "ort-forward" else name.removeprefix("ort-")
+        onnx = {"files": {key: Path(folder) / ("cnn.onnx" if key == "forward" else f"{kind}.onnx")},
+                "providers": _ort_providers(args), "sessions": {}}
+        return _onnx_methods(onnx, images, request["threads"], args)[name]
+    if name == "compiled-forward":
+        from fastinterp.runtime.inductor import compile_mode
+
+        return _compiled_forward(torch.compile(copy.deepcopy(model), dynamic=False, mode=compile_mode(device)), images)
+    if name.startswith("pt2-"):
+        from fastinterp.runtime.pt2_backend import load_pt2
+
+        package, array = load_pt2(Path(folder) / f"{kind}.pt2", device=device), images.cpu().numpy()
+        return lambda: package.explain(array)
+    if name.startswith("inductor-"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DomainWarning)
+            compiled = compile_explainer(explained, generator, representation=kind, input_size=pair.size,
+                                         backend="inductor", batch_sizes=[batch])
+        return lambda: compiled.explain(images)
+    label = name.split("-", 1)[1] if name.startswith(("explain-", "hand-")) else None
+    explainers = {} if label is None else _explainers(explained, generator, [label], pair.size)
+    pgc = _pytorch_gradcam(model, pair.size, device) if name == "pytorch-gradcam" else None
+    return _torch_methods(model, generator, explainers, pgc, images)[name]
+
+
+if __name__ == "__main__":
     import json
 
-    print(json.dumps({"seconds": _time_compile(json.loads(sys.argv[1]), *sys.argv[2:5])}))
+    if sys.argv[1] == "--memory":  # bench_memory.measure_in_child's child: one request (JSON)
+        print(json.dumps(bench_memory.measure(_memory_method(json.loads(sys.argv[2])))))
+    else:  # _fresh_compile_times' child: config JSON, kind, step, folder
+        print(json.dumps({"seconds": _time_compile(json.loads(sys.argv[1]), *sys.argv[2:5])}))
