@@ -6,14 +6,13 @@ Variants of Explainer.explain (gradient representation), each adding one saving 
                  until all CAMs are computed (the pipeline before issue 24)
     streaming    each layer's CAM computed in the backward as its gradient completes; no gradient
                  held, each output released once the backward is past it (capture(reduce=...))
-    conv+relu    conv2d saves its weight only (no input: no weight gradient) and relu a bool mask
-    pool         max_pool2d saves int32 indices only, not its input
-    input        a widening 1x1 conv keeps its (at most half as large) input, not its output, and
-                 its Grad-CAM is computed from the input; eval batch_norm saves a (C,) scale, not
-                 its input
-    bits         relu's mask packed to 1 bit per element
-    heap         the free heap handed back every 512 MB (--heap-mb) of layer outputs made or
-                 released (fastinterp._core.heap)
+    input        (shipped) a widening 1x1 conv keeps its (at most half as large) input, not its
+                 output, and its Grad-CAM is computed from the input; eval batch_norm saves a (C,)
+                 scale, not its input (fastinterp.maps.lean_autograd)
+
+The savings measured and left out (lean conv/relu/max-pool saves, bit-packed relu masks,
+malloc_trim during the pass) are variants of this script at commit e604813; their numbers are in
+benchmarks/NOTES.md.
 
 Memory: each variant (and the inference-mode forward) in a fresh process, with
 ``fastinterp.runtime.bench_memory.measure``: after a warm-up call and malloc_trim(0), the peak
@@ -37,8 +36,7 @@ import sys
 import time
 import warnings
 
-VARIANTS = ["before", "streaming", "conv+relu", "pool", "input", "bits", "heap"]
-HEAP_MB: float | None = None  # --heap-mb
+VARIANTS = ["before", "streaming", "input"]
 
 
 @contextlib.contextmanager
@@ -50,42 +48,20 @@ def variant(name: str):
     from fastinterp.maps import representation
 
     capture_module = importlib.import_module("fastinterp.maps.capture")
-    name, _, every_mb = name.partition("@")  # "heap@256": the heap variant every 256 MB
-    alone = name.endswith("-alone")  # "input-alone": streaming and that one saving only
-    name = name.removesuffix("-alone")
     level = VARIANTS.index(name)
-    saved = (dict(lean.LEAN_OPS), capture_module.RELEASE_HEAP_EVERY_MB, representation.capture, lean.pack_bits,
-             lean.unpack_bits, capture_module._widening_1x1_input)
+    saved = (dict(lean.LEAN_OPS), representation.capture, capture_module._widening_1x1_input)
     try:
-        if level < 6:
-            capture_module.RELEASE_HEAP_EVERY_MB = 0
-        elif every_mb or HEAP_MB is not None:
-            capture_module.RELEASE_HEAP_EVERY_MB = float(every_mb) if every_mb else HEAP_MB
-        if level < 5:
-            lean.pack_bits = lambda mask: mask  # a bool mask, 1 byte per element
-            lean.unpack_bits = lambda mask, shape: mask
-        if level < 4:
+        if level < 2:
             lean.LEAN_OPS.pop(F.batch_norm)
             capture_module._widening_1x1_input = lambda *args: None
-        if level < 3:
-            lean.LEAN_OPS.pop(F.max_pool2d)
-        if level < 2:
-            lean.LEAN_OPS.clear()
-        if alone:
-            keep = {"conv+relu": (F.conv2d, F.relu), "pool": (F.max_pool2d,), "input": (F.batch_norm,)}.get(name, ())
-            for op in [op for op in lean.LEAN_OPS if op not in keep]:
-                lean.LEAN_OPS.pop(op)
-            if name != "input":
-                capture_module._widening_1x1_input = lambda *args: None
         if level < 1:
-            plain = saved[2]
+            plain = saved[1]
             representation.capture = lambda *args, reduce=None, **kwargs: plain(*args, **kwargs)
         yield
     finally:
         lean.LEAN_OPS.clear()
         lean.LEAN_OPS.update(saved[0])
-        (capture_module.RELEASE_HEAP_EVERY_MB, representation.capture, lean.pack_bits, lean.unpack_bits,
-         capture_module._widening_1x1_input) = saved[1:]
+        representation.capture, capture_module._widening_1x1_input = saved[1:]
 
 
 def setup(batch: int, threads: int):
@@ -135,8 +111,7 @@ def child_time(name: str, batch: int, threads: int, calls: int = 4) -> float:
 
 
 def timings(batch: int, threads: int, rounds: int, variants: list[str]) -> dict[str, float]:
-    """p50 seconds of the forward and each variant, interleaved in this process. Variants that
-    trim the heap make the calls after them fault their memory in again: time them apart."""
+    """p50 seconds of the forward and each variant, interleaved in this process."""
     import torch
 
     cnn, explainer, images = setup(batch, threads)
@@ -161,16 +136,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--time", action="store_true", help="also time the variants, interleaved in one process")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--heap-mb", type=float, default=512,
-                   help="the heap variant's release interval, MB (default 512)")
-    p.add_argument("--time-variants", nargs="+", default=VARIANTS[:-1], metavar="VARIANT",
-                   help="the variants --time interleaves (default: all but heap, whose trims would make the "
-                        "next variant fault its memory in again); heap@MB: the heap variant every MB")
+    p.add_argument("--time-variants", nargs="+", default=VARIANTS, choices=VARIANTS, metavar="VARIANT",
+                   help="the variants --time interleaves (default: all)")
     p.add_argument("--child-time", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    global HEAP_MB
-    HEAP_MB = args.heap_mb
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.threads)))
         return
@@ -182,9 +152,8 @@ def main() -> None:
     for batch in args.batch_sizes:
         results = {}
         for name in ["forward", *VARIANTS]:
-            heap = [] if args.heap_mb is None else ["--heap-mb", str(args.heap_mb)]
             run = subprocess.run([sys.executable, __file__, "--child", name, str(batch), "--threads",
-                                  str(args.threads), *heap], capture_output=True, text=True, check=True)
+                                  str(args.threads)], capture_output=True, text=True, check=True)
             results[name] = json.loads(run.stdout.strip().splitlines()[-1])
             r, f = results[name], results["forward"]
             print(f"| {batch} | {name} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / f['peak_rss_mb']:.2f} | "

@@ -505,7 +505,7 @@ def test_bench_with_the_onnxruntime_backend(capsys):
     from fastinterp.cli.bench import main
 
     assert main(["--quick", "--backends", "torch", "onnxruntime", "--representations", "activation",
-                 "--no-progress", "--no-pytorch-grad-cam"]) == 0
+                 "--no-progress", "--no-pytorch-grad-cam", "--no-memory"]) == 0
     out = capsys.readouterr().out
     for method in ("| ort-forward |", "| ort-explain-activation |", "| explain-activation |"):
         assert method in out

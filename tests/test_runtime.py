@@ -315,11 +315,16 @@ def test_bench_quick_report_is_complete(tmp_path, capsys):
     from fastinterp.cli.bench import main
 
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--no-progress", "--json", str(out)]) == 0
+    assert main(["--quick", "--no-progress", "--backends", "torch", "onnxruntime", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     methods = {r["method"] for r in report["rows"]}
     assert {"forward", "gradcam", "explain-gradient", "explain-activation", "hand-gradient",
-            "hand-activation"} <= methods
+            "hand-activation", "ort-forward", "ort-explain-gradient"} <= methods
+    # memory: every method in a fresh process of its own (pytorch-grad-cam and ONNX Runtime too)
+    assert report["memory"] and report["weights_mb"]["cnn"] > 40  # resnet18: 11.2 M parameters
+    for row in report["rows"]:
+        assert row["peak_mb"] is not None and row["peak_mb"] >= 0, row["method"]
+        assert row["held_mb"] > 100 and row["peak_rss_mb"] >= row["held_mb"], row["method"]
     for row in report["rows"]:
         for key in ("p50_ms", "p95_ms", "p99_ms", "images_per_s", "ratio_to_forward"):
             assert np.isfinite(row[key]) and row[key] > 0, (row["method"], key)
@@ -328,7 +333,10 @@ def test_bench_quick_report_is_complete(tmp_path, capsys):
     table = capsys.readouterr().out
     threads = torch.get_num_threads()  # the default: torch's
     assert {r["threads"] for r in report["rows"]} == {threads}
-    assert table.count(f"\n| {threads} | 2 |") == len(report["rows"]) + len(report["breakdown"])
+    # the main table, the memory table, the ONNX ratios and the per-stage table
+    ort_kinds = sum(r["method"].startswith("ort-explain-") for r in report["rows"])
+    assert table.count(f"\n| {threads} | 2 |") == 2 * len(report["rows"]) + ort_kinds + len(report["breakdown"])
+    assert "fresh process" in table and "Weights" in table
 
 
 USER_CNN = """
@@ -360,7 +368,7 @@ def test_bench_profiles_a_users_cnn_and_generator(tmp_path, capsys):
     spec, ckpt = user_pair(tmp_path)
     out = tmp_path / "bench.json"
     assert main(["--cnn", spec, "--generator", str(ckpt), "--quick", "--threads", "1", "--no-progress",
-                 "--no-pytorch-grad-cam", "--json", str(out)]) == 0
+                 "--no-pytorch-grad-cam", "--no-memory", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     methods = {r["method"] for r in report["rows"]}
     assert methods == {"forward", "gradcam", "hand-activation", "explain-activation"}  # the generator's kind only

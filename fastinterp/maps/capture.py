@@ -17,6 +17,18 @@ How it stays exact and leaves the model untouched:
   forward with clones.
 - The pass runs under ``torch.enable_grad()`` (works inside ``torch.no_grad()``) and under the
   caller's autocast, if any (the CAM formulas then run in float32, see ``representation``).
+
+Memory (``capture(reduce=...)``, the path the representation takes; issue 24, measured in
+benchmarks/NOTES.md: resnet50 at batch 32, the gradient explain's peak went from 3.8x to 2.4x the
+forward's):
+- Each layer's map is computed in the backward as soon as its gradient is complete (a pre-hook
+  on the output's autograd node); the gradient and what was kept of the output are dropped right
+  after, so gradients never pile up. The backward asks autograd for the gradients of the *roots*
+  only (outputs with no other watched output below them: the first conv of a chain); the others
+  arrive through the hooks on the way.
+- A widening 1x1 conv (resnet's conv3 and downsample) keeps its input, at most half the size of
+  its output, and its Grad-CAM is computed from it (``cam_reducer(...).through_1x1``); eval
+  BatchNorm saves no input (``lean_autograd``), so such an output is freed once it has been read.
 """
 
 from __future__ import annotations
@@ -30,17 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastinterp._core.heap import HeapReleaser
 from fastinterp._core.validation import check_call, check_logits_and_targets
 from fastinterp.maps.eval_view import eval_view, eval_view_with, runs_class_forward, set_forward_hook
 from fastinterp.maps.lean_autograd import ActivationGradientsOnly
 
 __all__ = ["Capture", "capture"]
-
-
-# capture(reduce=...) on the CPU: release the free heap each time this many MB of layer outputs were
-# made (forward) or released (backward); 0: never (fastinterp._core.heap, measured in benchmarks/NOTES.md)
-RELEASE_HEAP_EVERY_MB = 0
 
 
 @dataclass
@@ -148,11 +154,10 @@ def capture(
         view = eval_view(model)
         watched = _resolve_layers(view, layers, also)
 
-    heap = HeapReleaser(RELEASE_HEAP_EVERY_MB) if reduce is not None else None
     for attempt in range(2):
         known = _knowledge(model)
         kept: dict[str, _Kept] | None = {} if reduce is not None else None
-        outputs, logits = _forward(view, images, watched, known, clone_all=attempt > 0, kept=kept, heap=heap,
+        outputs, logits = _forward(view, images, watched, known, clone_all=attempt > 0, kept=kept,
                                    through_1x1=getattr(reduce, "through_1x1", None) is not None)
         # Was any un-cloned output written in place downstream? Then its values are gone: learn
         # it and run again with clones (happens at most once per layer and model).
@@ -184,7 +189,7 @@ def capture(
         layers_kept = [kept[n] for n in chosen]
         outputs.clear()  # the view's hooks hold these dicts: what they kept would live until the view does
         kept.clear()
-        maps = _reduce_in_backward(score, layers_kept, reduce, heap)
+        maps = _reduce_in_backward(score, layers_kept, reduce)
         if on_stage is not None:
             on_stage("backward")
         return Capture(layer_names=list(chosen), activations=[], gradients=[], logits=logits.detach(),
@@ -248,8 +253,7 @@ class _Kept:
 
 
 def _reduce_in_backward(score: torch.Tensor, kept: list[_Kept],
-                        reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                        heap: HeapReleaser | None = None) -> list[torch.Tensor]:
+                        reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
     """``reduce(A_l, dscore/dA_l)`` of every kept layer, each computed in the backward pass as soon
     as its gradient is complete (a pre-hook on ``A_l``'s autograd node), after which neither what
     was kept of ``A_l`` nor its gradient is held: at no time do all gradients exist at once, and
@@ -258,8 +262,6 @@ def _reduce_in_backward(score: torch.Tensor, kept: list[_Kept],
 
     def finish(i: int, grad: torch.Tensor) -> None:
         maps[i] = kept[i].map(reduce, grad)
-        if heap is not None and grad.device.type == "cpu":
-            heap.count(grad.nbytes)
         kept[i].tensor = None  # released: autograd's saved copy (if any) was freed when its node ran
 
     def make_hook(i: int):
@@ -324,10 +326,11 @@ def _roots(score: torch.Tensor, nodes: list[object]) -> list[int]:
 
 
 def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: bool,
-             kept: dict[str, _Kept] | None = None, heap: HeapReleaser | None = None, through_1x1: bool = False):
+             kept: dict[str, _Kept] | None = None, through_1x1: bool = False):
     """One forward of the eval ``view`` with hooks on its ``watched`` modules; returns
     ({name: (original, handed_on, version, cloned)}, logits). With ``kept`` (the lean path), fills
-    it with what to keep of each layer (``_Kept``); ``heap`` counts the outputs' bytes (CPU)."""
+    it with what to keep of each layer (``_Kept``); ``through_1x1``: the reducer can make a map
+    from a widening 1x1 conv's input."""
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor, int, bool]] = {}
 
     def make_hook(name: str):
@@ -343,8 +346,6 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
             detached = not output.requires_grad
             if detached:  # the model detached it (or it does not depend on the input): a new leaf
                 output = output.detach().requires_grad_(True)
-            if heap is not None and output.device.type == "cpu":
-                heap.count(output.nbytes)
             known = name in knowledge.checked and name not in knowledge.overwritten
             if kept is not None:
                 edge = torch.autograd.graph.get_gradient_edge(output)

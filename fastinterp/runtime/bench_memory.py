@@ -21,13 +21,13 @@ the call): the caching allocator's statistics count live allocations, so nothing
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from fastinterp._core.heap import release_free_heap
 
 __all__ = ["measure_in_child", "rss_mb", "supported"]
 
@@ -49,24 +49,15 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def _trim() -> None:
-    """Collect garbage and hand the heap's free pages back to the system (glibc; else a no-op)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def measure(method: Callable[[], object]) -> dict[str, float]:
     """In this (fresh) process: ``first_call_mb``, ``peak_mb``, ``held_mb`` (see the module doc),
     and the absolute peaks (``first_call_rss_mb``, ``peak_rss_mb``: VmHWM), all MB."""
-    _trim()
+    release_free_heap()
     held = rss_mb()
     _reset_peak()
     method()
     first_held, first_peak = held, rss_mb("VmHWM")
-    _trim()
+    release_free_heap()
     held = rss_mb()
     _reset_peak()
     method()
