@@ -40,9 +40,8 @@ SCRIPT = r"""
 import json, warnings
 import torch, torchvision
 import fastinterp
-from fastinterp._core.heap import release_free_heap
 from fastinterp.generator.networks import build_generator
-from fastinterp.runtime.bench_memory import measure, rss_mb
+from fastinterp.runtime.bench_memory import measure, release_free_heap, rss_mb
 
 torch.set_num_threads(2)
 torch.manual_seed(0)
