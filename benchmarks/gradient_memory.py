@@ -8,7 +8,7 @@ Variants of Explainer.explain (gradient representation), each adding one saving 
                  held, each output released once the backward is past it (capture(reduce=...))
     input        (shipped) a widening 1x1 conv keeps its (at most half as large) input, not its
                  output, and its Grad-CAM is computed from the input; eval batch_norm saves a (C,)
-                 scale, not its input (fastinterp.maps.lean_autograd)
+                 scale, not its input (fastinterp.maps.lean_autograd.lean_batch_norms)
 
 The savings measured and left out (lean conv/relu/max-pool saves, bit-packed relu masks,
 malloc_trim during the pass) are variants of this script at commit e604813; their numbers are in
@@ -42,26 +42,21 @@ VARIANTS = ["before", "streaming", "input"]
 @contextlib.contextmanager
 def variant(name: str):
     """Undo the savings that come after ``name`` in VARIANTS (monkeypatches, restored on exit)."""
-    import torch.nn.functional as F
-
-    import fastinterp.maps.lean_autograd as lean
     from fastinterp.maps import representation
 
     capture_module = importlib.import_module("fastinterp.maps.capture")
     level = VARIANTS.index(name)
-    saved = (dict(lean.LEAN_OPS), representation.capture, capture_module._widening_1x1_input)
+    saved = (capture_module.lean_batch_norms, representation.capture, capture_module._widening_1x1_input)
     try:
         if level < 2:
-            lean.LEAN_OPS.pop(F.batch_norm)
+            capture_module.lean_batch_norms = lambda view: None
             capture_module._widening_1x1_input = lambda *args: None
         if level < 1:
             plain = saved[1]
             representation.capture = lambda *args, reduce=None, **kwargs: plain(*args, **kwargs)
         yield
     finally:
-        lean.LEAN_OPS.clear()
-        lean.LEAN_OPS.update(saved[0])
-        representation.capture, capture_module._widening_1x1_input = saved[1:]
+        capture_module.lean_batch_norms, representation.capture, capture_module._widening_1x1_input = saved
 
 
 def setup(batch: int, threads: int):

@@ -232,7 +232,7 @@ def test_bench_with_the_compiled_backends(capsys):
     from fastinterp.cli.bench import main
 
     assert main(["--quick", "--backends", "torch", "inductor", "pt2", "--representations", "activation",
-                 "--no-progress", "--no-pytorch-grad-cam"]) == 0
+                 "--no-progress", "--no-pytorch-grad-cam", "--no-memory"]) == 0
     out = capsys.readouterr().out
     for method in ("| compiled-forward |", "| inductor-explain-activation |", "| inductor-graph-activation |",
                    "| pt2-explain-activation |", "| explain-activation |"):

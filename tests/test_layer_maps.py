@@ -39,6 +39,19 @@ def test_single_pass_equals_naive_per_layer_loop(arch):
     assert_maps_match(again.maps, naive)
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", pytest.param("resnet50", marks=pytest.mark.slow)])
+def test_the_lean_capture_equals_the_naive_loop(arch, monkeypatch):
+    """The memory-lean capture (maps made in the backward, widening 1x1 convs keep their input;
+    from LEAN_FROM_PIXELS on, here forced) against the same oracle, first call included."""
+    from fastinterp.maps import representation
+
+    monkeypatch.setattr(representation, "LEAN_FROM_PIXELS", 0)
+    model, x = build(arch), images_for(arch, batch=2)
+    for _ in range(2):
+        result = fastinterp.layer_maps(model, x)
+        assert_maps_match(result.maps, naive_layer_maps(model, x, result.layer_names, result.targets))
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("arch", ["resnet18", pytest.param("vgg11", marks=pytest.mark.slow)])
 def test_every_method_equals_naive(arch, method):

@@ -1,7 +1,7 @@
 """The gradient pass's memory savings (issue 24): the same gradients and maps, less kept.
 
-- eval BatchNorm under ``ActivationGradientsOnly`` gives autograd's own input gradient and saves
-  no input;
+- eval BatchNorm with ``lean_batch_norms`` (on an eval view) gives autograd's own input gradient
+  and saves no input;
 - ``capture(reduce=...)`` computes every layer's map in the backward (the roots' gradients come
   back, the others arrive through hooks), keeps a widening 1x1 conv's input instead of its output,
   and releases each call's graph (no reference cycle through the hooks).
@@ -16,10 +16,19 @@ import torch
 from torch import nn
 
 import fastinterp
-from fastinterp.maps.lean_autograd import ActivationGradientsOnly
+from fastinterp.maps.eval_view import eval_view
+from fastinterp.maps.lean_autograd import lean_batch_norms
 from conftest import max_rel_error, naive_layer_maps
 
 capture_module = importlib.import_module("fastinterp.maps.capture")
+
+
+@pytest.fixture(autouse=True)
+def lean_at_every_size(monkeypatch):
+    """The lean capture runs from LEAN_FROM_PIXELS on; these tests use small images."""
+    from fastinterp.maps import representation
+
+    monkeypatch.setattr(representation, "LEAN_FROM_PIXELS", 0)
 
 
 def saved_bytes(fn) -> int:
@@ -50,26 +59,31 @@ def test_eval_batch_norm_gives_autograds_gradient_and_saves_no_input(shape, affi
     g = torch.randn(shape)
     plain_saved, plain = saved_bytes(lambda: bn(x))
     (plain_grad,) = torch.autograd.grad(plain, x, g)
-    with ActivationGradientsOnly():
-        lean_saved, lean = saved_bytes(lambda: bn(x))
+    view = eval_view(bn)
+    lean_batch_norms(view)
+    lean_saved, lean = saved_bytes(lambda: view(x))
     lean_grad = torch.full_like(x, float("nan"))  # poisoned: the gradient must be written
     (lean_grad,) = torch.autograd.grad(lean, x, g)
     assert torch.equal(lean, plain)
     torch.testing.assert_close(lean_grad, plain_grad, rtol=1e-6, atol=0)
     assert plain_saved >= x.numel() * 4 and lean_saved < x.numel() * 4  # the input is not kept
     assert all(p.grad is None for p in bn.parameters())
+    assert "forward" not in bn.__dict__  # the model's module is untouched: only the view's copy
 
 
-def test_batch_norm_in_training_mode_or_without_grad_runs_the_plain_op():
-    bn = nn.BatchNorm2d(3).train()
-    x = torch.randn(4, 3, 5, 5, requires_grad=True)
-    with ActivationGradientsOnly():
-        y = bn(x)
-    assert type(y.grad_fn).__name__ == "NativeBatchNormBackward0"  # statistics of the batch: autograd's own
-    assert bn.num_batches_tracked.item() == 1
-    with ActivationGradientsOnly():
-        z = bn.eval()(x.detach())  # an input that needs no gradient: the plain op
-    assert type(z.grad_fn).__name__ == "NativeBatchNormBackward0"
+def test_batch_norm_without_grad_or_own_forward_runs_the_plain_op():
+    bn = nn.BatchNorm2d(3).eval()
+    x = torch.randn(4, 3, 5, 5)
+    view = eval_view(bn)
+    lean_batch_norms(view)
+    assert type(view(x).grad_fn).__name__ == "NativeBatchNormBackward0"  # an input needing no gradient
+    with pytest.raises(ValueError, match="expected 4D input"):
+        view(torch.randn(3, 5, requires_grad=True))  # the module's own input check
+    custom = nn.BatchNorm2d(3).eval()
+    custom.forward = lambda x: x * 2  # a forward of its own: left alone
+    view = eval_view(custom)
+    lean_batch_norms(view)
+    assert torch.equal(view(x), x * 2)
 
 
 class Bottlenecks(nn.Module):

@@ -44,7 +44,7 @@ from torch import nn
 
 from fastinterp._core.validation import check_call, check_logits_and_targets
 from fastinterp.maps.eval_view import eval_view, eval_view_with, runs_class_forward, set_forward_hook
-from fastinterp.maps.lean_autograd import ActivationGradientsOnly
+from fastinterp.maps.lean_autograd import lean_batch_norms
 
 __all__ = ["Capture", "capture"]
 
@@ -154,6 +154,8 @@ def capture(
         view = eval_view(model)
         watched = _resolve_layers(view, layers, also)
 
+    if reduce is not None:  # eval BatchNorm saves no input (its view copies only)
+        lean_batch_norms(view)
     for attempt in range(2):
         known = _knowledge(model)
         kept: dict[str, _Kept] | None = {} if reduce is not None else None
@@ -349,7 +351,9 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
             known = name in knowledge.checked and name not in knowledge.overwritten
             if kept is not None:
                 edge = torch.autograd.graph.get_gradient_edge(output)
-                y = None if clone_all or detached or not known or not through_1x1 else \
+                # not tied to what the first call learns (``known``): every call, the first one
+                # included, takes the same path, so that a map does not depend on the calls before it
+                y = None if clone_all or detached or name in knowledge.overwritten or not through_1x1 else \
                     _widening_1x1_input(module, inputs, output)
                 if y is not None:
                     # keep the (smaller) input, not A; a later in-place write into the input is a
@@ -372,6 +376,6 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
     # when all parameters are frozen; ``* 1`` so that an in-place op on the model's input neither
     # fails (a leaf) nor writes into the caller's images.
     inputs = images.detach().requires_grad_(True) * 1
-    with torch.enable_grad(), ActivationGradientsOnly():  # no parameter gradient: autograd keeps less
+    with torch.enable_grad():
         logits = view(inputs)
     return outputs, logits

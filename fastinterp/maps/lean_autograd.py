@@ -3,12 +3,14 @@
 The gradient representation asks autograd for gradients with respect to layer outputs, never to
 parameters, yet autograd saves for every op what *any* of its gradients would need. Eval
 BatchNorm saves its input (only the weight's gradient reads it; the input's is ``G * scale``), and
-that input is the conv output before it. Inside :class:`ActivationGradientsOnly` (a
-``TorchFunctionMode`` around the capture's forward) eval ``F.batch_norm`` saves its (C,) scale
-instead, so that a conv output the capture does not keep is freed as soon as the next op has read
-it: what lets ``fastinterp.maps.capture`` keep a widening 1x1 conv's (smaller) input instead of
-its output. The input gradient is the value the aten kernel computes
-(``tests/test_lean_autograd.py``).
+that input is the conv output before it. :func:`lean_batch_norms` gives the eval view's BatchNorm
+modules (``fastinterp.maps.eval_view``: our copies, never the model's) a forward that saves the
+(C,) scale instead, so that a conv output the capture does not keep is freed as soon as the
+BatchNorm has read it: what lets ``fastinterp.maps.capture`` keep a widening 1x1 conv's (smaller)
+input instead of its output. The input gradient is the value the aten kernel computes
+(``tests/test_lean_autograd.py``). A forward set on the module instance, rather than a
+``TorchFunctionMode`` around the whole forward: the mode cost ~5 ms per call at the demo's size
+(every op of the CNN routed through Python), +33% on a 20 ms explain.
 
 Measured and left out (benchmarks/NOTES.md, issue 24; the variants are in
 ``benchmarks/gradient_memory.py`` at commit e604813): a conv saving no input plus a ReLU saving a
@@ -16,17 +18,20 @@ bool or bit mask, and a max-pool saving only its indices, bought 0.2-0.3 GB at r
 and nothing at batch 8, for 6-10% more time (a masked multiply is 2.4x slower than the threshold
 backward it replaces).
 
-Falls back to the plain op (autograd saves what it always does) in training mode, under
-autocast, or for inputs that do not require grad.
+The plain forward runs (autograd saves what it always does) for an input that needs no gradient
+or under autocast.
 """
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
+from torch import nn
 
-__all__ = ["LEAN_OPS", "ActivationGradientsOnly"]
+__all__ = ["lean_batch_norms"]
 
 
 class _BatchNormEval(torch.autograd.Function):
@@ -45,33 +50,22 @@ class _BatchNormEval(torch.autograd.Function):
         return grad * ctx.scale.view(shape), None, None, None, None, None
 
 
-def _batch_norm(args, kwargs):
-    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
-    defaults = (None, None, None, None, None, False, 0.1, 1e-5)
-    x, mean, var, weight, bias, training, _, eps = (kwargs.get(n, args[i] if len(args) > i else d)
-                                                    for i, (n, d) in enumerate(zip(names, defaults)))
-    if training or not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor) \
-            or not (isinstance(x, torch.Tensor) and x.requires_grad) or torch.is_autocast_enabled(x.device.type) \
-            or any(isinstance(t, torch.Tensor) and t.requires_grad for t in (mean, var)):
-        return None
-    detached = [None if t is None else t.detach() for t in (weight, bias)]  # no parameter gradient
-    return _BatchNormEval.apply(x, mean, var, *detached, eps)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-# function -> its lean version (returning None: the plain op runs)
-LEAN_OPS = {F.batch_norm: _batch_norm}
+def lean_batch_norms(view: nn.Module) -> None:
+    """Give every eval BatchNorm of ``view`` (an eval view: its modules are per-call copies) with
+    running statistics, of torch's own classes and no forward of its own, the lean forward."""
+    for module in view.modules():
+        if type(module) in _BATCH_NORMS and not module.training and module.running_var is not None \
+                and "forward" not in module.__dict__:
+            module.forward = functools.partial(_lean_forward, weakref.ref(module))
 
 
-class ActivationGradientsOnly(TorchFunctionMode):
-    """Within it, eval ``F.batch_norm`` saves only what the input's gradient needs (module doc).
-    For a forward whose backward asks for no parameter gradient: a BatchNorm's weight and bias
-    get none."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        lean = LEAN_OPS.get(func)
-        if lean is not None:
-            out = lean(args, kwargs)
-            if out is not None:
-                return out
-        return func(*args, **kwargs)
+def _lean_forward(module_ref, x: torch.Tensor) -> torch.Tensor:
+    module = module_ref()
+    if not x.requires_grad or torch.is_autocast_enabled(x.device.type):
+        return type(module).forward(module, x)
+    module._check_input_dim(x)
+    detached = [None if t is None else t.detach() for t in (module.weight, module.bias)]  # no parameter gradient
+    return _BatchNormEval.apply(x, module.running_mean, module.running_var, *detached, module.eps)
