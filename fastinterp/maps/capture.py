@@ -18,9 +18,9 @@ How it stays exact and leaves the model untouched:
 - The pass runs under ``torch.enable_grad()`` (works inside ``torch.no_grad()``) and under the
   caller's autocast, if any (the CAM formulas then run in float32, see ``representation``).
 
-Memory (``capture(reduce=...)``, the path the representation takes; issue 24, measured in
-benchmarks/NOTES.md: resnet50 at batch 32, the gradient explain's peak went from 3.8x to 2.4x the
-forward's):
+Memory (``capture(reduce=...)``, the path the representation takes from
+``representation.LEAN_FROM_PIXELS`` on; issue 24, measured in benchmarks/NOTES.md: resnet50 at
+batch 32, the gradient explain's peak went from 3.8x to 2.4x the forward's):
 - Each layer's map is computed in the backward as soon as its gradient is complete (a pre-hook
   on the output's autograd node); the gradient and what was kept of the output are dropped right
   after, so gradients never pile up. The backward asks autograd for the gradients of the *roots*
