@@ -236,7 +236,6 @@ class _Kept:
     map is computed directly (``cam_reducer(...).through_1x1``), or ``A`` made again if needed."""
 
     node: object  # A.grad_fn (None: a leaf)
-    output_nr: int
     edge: object  # torch.autograd.graph.GradientEdge of A
     tensor: torch.Tensor | None  # A, or the conv's input Y
     conv: nn.Conv2d | None = None
@@ -268,7 +267,7 @@ def _reduce_in_backward(score: torch.Tensor, kept: list[_Kept],
 
     def make_hook(i: int):
         def hook(grad_outputs):
-            finish(i, grad_outputs[kept[i].output_nr])
+            finish(i, grad_outputs[kept[i].edge.output_nr])
         return hook
 
     try:
@@ -280,8 +279,8 @@ def _reduce_in_backward(score: torch.Tensor, kept: list[_Kept],
             with torch.enable_grad():
                 grads = torch.autograd.grad(score, [kept[i].edge for i in roots], allow_unused=True)
             for i, g in zip(roots, grads):
-                if maps[i] is None:
-                    finish(i, torch.zeros_like(kept[i].activation()) if g is None else g)
+                if maps[i] is None and g is not None:
+                    finish(i, g)
         for i, k in enumerate(kept):  # outputs the score does not depend on: a zero gradient
             if maps[i] is None:
                 activation = k.activation()
@@ -359,14 +358,14 @@ def _forward(view, images, watched, knowledge: _InplaceKnowledge, clone_all: boo
                     # keep the (smaller) input, not A; a later in-place write into the input is a
                     # surprise like any other (learned as overwritten: A is kept from then on)
                     outputs[name] = (inputs[0], inputs[0], inputs[0]._version, False)
-                    kept[name] = _Kept(output.grad_fn, edge.output_nr, edge, y, module)
+                    kept[name] = _Kept(output.grad_fn, edge, y, module)
                     return None
             # a leaf that requires grad cannot be written in place, so it is never handed on
             clone = clone_all or detached or not known
             handed = output.clone() if clone else output
             outputs[name] = (output, handed, handed._version, clone)
             if kept is not None:
-                kept[name] = _Kept(output.grad_fn, edge.output_nr, edge, output)
+                kept[name] = _Kept(output.grad_fn, edge, output)
             return handed if clone else None
         return hook
 
